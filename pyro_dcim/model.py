@@ -1,0 +1,173 @@
+"""The DCIM: one module of tied parameters serving the forward and the reverse chain.
+
+Parameters (Section 2.3, eq. 19-21): weights ``W^1..W^n``, biases ``b^1..b^n``
+shared by both directions, and ``b^0``, the input bias used only in reverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import pyro_models
+from .layers import make_layer
+from .spec import SpecLike, layer_shapes, parse_spec
+from .units import get_units
+
+__all__ = ["DCIM", "ForwardMeanField", "ReverseMeanField"]
+
+
+@dataclass
+class ForwardMeanField:
+    """Result of :meth:`DCIM.forward_mean_field` (eq. 14-15).
+
+    ``hidden``: ``[μ^1 … μ^{n-1}]``, means ``E[x^k]`` in the unit encoding, each
+    ``(batch, *layer_shape)``; ``preactivations``: ``[a^1 … a^{n-1}]``;
+    ``logits``: class logits ``(batch, classes)``.
+    """
+
+    hidden: list[torch.Tensor]
+    preactivations: list[torch.Tensor]
+    logits: torch.Tensor
+
+
+@dataclass
+class ReverseMeanField:
+    """Result of :meth:`DCIM.reverse_mean_field` (eq. 17-18 under approximation 2).
+
+    ``hidden``: ``[ν^{k-1} … ν^1]`` top-down (``k = n`` from a class), means in
+    the unit encoding; ``preactivations`` likewise; ``logits``: Bernoulli logits
+    of ``p(x^0 = 1)``, shaped like the input.
+    """
+
+    hidden: list[torch.Tensor]
+    preactivations: list[torch.Tensor]
+    logits: torch.Tensor
+
+
+class DCIM(nn.Module):
+    """A deep conditional independent model held as one tied sigmoid network.
+
+    Build it from the paper's notation with :meth:`from_spec`.  Attribute
+    ``layers[k-1]`` is ``W^k`` with its bias ``b^k``; ``input_bias`` is ``b^0``.
+    """
+
+    def __init__(self, spec: SpecLike, input_shape: Sequence[int], units: str = "01") -> None:
+        super().__init__()
+        parsed = parse_spec(spec)
+        self.units = get_units(units)
+        self.spec = [layer.as_notation() for layer in parsed]
+        self.shapes = layer_shapes(parsed, input_shape)
+        self.input_shape = self.shapes[0]
+        self.num_classes = self.shapes[-1][0]
+        self.layers = nn.ModuleList(
+            make_layer(layer, self.shapes[k], self.shapes[k + 1]) for k, layer in enumerate(parsed)
+        )
+        # b^0 is per pixel: the reverse model's image bias (an "average image" prior).
+        self.input_bias = nn.Parameter(torch.zeros(self.input_shape))
+
+    @classmethod
+    def from_spec(cls, spec: SpecLike, input_shape: Sequence[int], units: str = "01") -> "DCIM":
+        """``DCIM.from_spec([(3, 1, 32), 50, 10], input_shape=(1, 28, 28), units="01")``."""
+        return cls(spec, input_shape, units)
+
+    @property
+    def num_layers(self) -> int:
+        """``n``: hidden layers plus the class layer."""
+        return len(self.layers)
+
+    @property
+    def num_pixels(self) -> int:
+        return int(torch.Size(self.input_shape).numel())
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec}, input_shape={self.input_shape}, units={self.units}"
+
+    def bias(self, k: int) -> torch.Tensor:
+        """``b^k``, for ``k = 0 .. n``."""
+        return self.input_bias if k == 0 else self.layers[k - 1].bias
+
+    # -- forward chain -------------------------------------------------------
+    def forward_mean_field(self, x0: torch.Tensor, upto: Optional[int] = None) -> ForwardMeanField:
+        """The DNN forward pass, eq. (14)-(15): ``μ^k = mean(W^k μ^{k-1} + b^k)``.
+
+        ``x0``: ``(*batch, *input_shape)`` with values in [0, 1] read as ``p(x^0 = 1)``.
+        ``upto=k`` stops after layer ``k``'s pre-activation (the class logits are
+        then empty), which the sampled-layer objective uses.
+        """
+        n = self.num_layers
+        upto = n if upto is None else upto
+        h = self.units.state(x0)
+        hidden, pre = [], []
+        for k in range(1, min(upto, n - 1) + 1):
+            a = self.layers[k - 1](h)
+            h = self.units.mean(a)
+            pre.append(a)
+            hidden.append(h)
+        logits = self.layers[n - 1](h) if upto >= n else h.new_empty(0)
+        return ForwardMeanField(hidden, pre, logits)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        """Class logits of the forward mean-field pass (so the module is a classifier)."""
+        return self.forward_mean_field(x0).logits
+
+    # -- reverse chain -------------------------------------------------------
+    def class_state(self, y: torch.Tensor) -> torch.Tensor:
+        """``ν^n``: one-hot rows for class indices, or class probabilities as given."""
+        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            return F.one_hot(y.long(), self.num_classes).to(self.input_bias.dtype)
+        if y.shape[-1] != self.num_classes:
+            raise ValueError(f"class probabilities must have {self.num_classes} columns, got shape {tuple(y.shape)}")
+        return y
+
+    def reverse_mean_field(self, y: torch.Tensor, layer: Optional[int] = None) -> ReverseMeanField:
+        """The tied reverse pass: ``ν^{k-1} = mean(W^kᵀ ν^k + b^{k-1})`` down to the image.
+
+        ``y``: class indices ``(batch,)`` or class probabilities ``(batch, classes)``;
+        with ``layer=k`` (``1 <= k < n``), a state or mean of hidden layer ``k``
+        in the unit encoding, ``(batch, *shape_k)``.  Class indices are propagated
+        once per class and gathered, since every image of a class shares its pass.
+        """
+        n = self.num_layers
+        if layer is None or layer == n:
+            if y.dtype.is_floating_point:
+                return self._reverse_from(self.class_state(y), n)
+            if y.dim() == 0 or y.numel() == 0:
+                return self._reverse_from(self.class_state(y), n)
+            per_class = self._reverse_from(self.class_state(torch.arange(self.num_classes, device=y.device)), n)
+            return ReverseMeanField([h[y] for h in per_class.hidden], [a[y] for a in per_class.preactivations],
+                                    per_class.logits[y])
+        if not 1 <= layer < n:
+            raise ValueError(f"layer must be a hidden layer 1..{n - 1} (or {n}, the class), got {layer}")
+        return self._reverse_from(y, layer)
+
+    def _reverse_from(self, h: torch.Tensor, k: int) -> ReverseMeanField:
+        hidden, pre = [], []
+        for j in range(k, 1, -1):
+            a = self.layers[j - 1].adjoint(h) + self.bias(j - 1)
+            h = self.units.mean(a)
+            pre.append(a)
+            hidden.append(h)
+        a = self.layers[0].adjoint(h) + self.input_bias
+        return ReverseMeanField(hidden, pre, self.units.bit_logits(a))
+
+    # -- Pyro models and guides (pyro_models.py), bound to this module -------
+    def forward_model(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """See :func:`pyro_dcim.pyro_models.forward_model`."""
+        return pyro_models.forward_model(self, x0, y)
+
+    def reverse_model(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """See :func:`pyro_dcim.pyro_models.reverse_model`."""
+        return pyro_models.reverse_model(self, y, x0)
+
+    def mean_field_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+        """See :func:`pyro_dcim.pyro_models.mean_field_guide`."""
+        return pyro_models.mean_field_guide(self, x0, y)
+
+    def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> None:
+        """See :func:`pyro_dcim.pyro_models.reverse_mean_field_guide`."""
+        return pyro_models.reverse_mean_field_guide(self, y, x0)

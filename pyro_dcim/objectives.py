@@ -1,0 +1,127 @@
+"""Learning objectives as plain functions of a batch ``(x0, y)``.
+
+* :func:`discriminative_loss`: ``-log p(x^n | x^0)`` under the forward mean field
+  (eq. 15), i.e. the DNN's cross-entropy;
+* :func:`bidirectional_loss`: eq. (21), ``-log p(x^n | x^0) - log p(x^0 | x^n)``
+  with both terms from the tied mean-field passes;
+* :func:`sampled_layer_loss`: eq. (22), the reverse term from a sampled layer
+  ``x̃^k ~ p(x^k | x^0)`` instead of the class.
+
+Every loss is a batch mean and returns :class:`ObjectiveParts`.  The reverse
+term enters ``total`` as ``reverse_weight * reverse_nll_per_pixel`` (the binary
+cross-entropy per pixel the paper reports, ``reduction="mean"``) or
+``reverse_weight * reverse_nll_sum`` (the exact ``-log p(x^0 | ·)`` in nats per
+image, ``reduction="sum"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .model import DCIM
+
+__all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss",
+           "reverse_nll", "OBJECTIVES", "get_objective"]
+
+
+@dataclass
+class ObjectiveParts:
+    """``total`` (to minimise) and its parts, batch means in nats.
+
+    ``forward_nll``: ``-log p(x^n | x^0)``; ``reverse_nll_sum``: ``-log p(x^0 | ·)``
+    summed over pixels; ``reverse_nll_per_pixel``: that divided by the pixel count;
+    ``logits``: the forward class logits (for accuracy).  Parts other than
+    ``total`` are detached.
+    """
+
+    total: torch.Tensor
+    forward_nll: torch.Tensor
+    reverse_nll_per_pixel: torch.Tensor
+    reverse_nll_sum: torch.Tensor
+    logits: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(getattr(self, k).detach()) for k in
+                ("total", "forward_nll", "reverse_nll_per_pixel", "reverse_nll_sum")}
+
+
+def reverse_nll(image_logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """``-log p(x^0 | ·)`` per image: binary cross-entropy summed over pixels, shape ``(batch,)``."""
+    bce = F.binary_cross_entropy_with_logits(image_logits, x0, reduction="none")
+    return bce.flatten(1).sum(1)
+
+
+def _combine(net: DCIM, logits: torch.Tensor, y: torch.Tensor, rev_sum: torch.Tensor,
+             reverse_weight: float, reduction: str, train_reverse: bool) -> ObjectiveParts:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' (per pixel) or 'sum', got {reduction!r}")
+    forward = F.cross_entropy(logits, y)
+    rev_sum = rev_sum.mean()
+    rev_pixel = rev_sum / net.num_pixels
+    total = forward
+    if train_reverse:
+        total = total + reverse_weight * (rev_pixel if reduction == "mean" else rev_sum)
+    return ObjectiveParts(total, forward.detach(), rev_pixel.detach(), rev_sum.detach(), logits.detach())
+
+
+def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *,
+                        report_reverse: bool = True, **_: object) -> ObjectiveParts:
+    """Cross-entropy of the forward mean-field pass (approximate conditional ML).
+
+    The reverse parts are reported (computed without gradient) unless
+    ``report_reverse=False``; they never enter ``total``.
+    """
+    logits = net(x0)
+    if report_reverse:
+        with torch.no_grad():
+            rev = reverse_nll(net.reverse_mean_field(y).logits, x0)
+    else:
+        rev = logits.new_full((1,), float("nan"))
+    return _combine(net, logits, y, rev, 0.0, "mean", train_reverse=False)
+
+
+def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_weight: float = 1.0,
+                       reduction: str = "mean", **_: object) -> ObjectiveParts:
+    """Eq. (21): ``-log p(x^n | x^0) - w · log p(x^0 | x^n)``, both by mean field."""
+    logits = net(x0)
+    rev = reverse_nll(net.reverse_mean_field(y).logits, x0)
+    return _combine(net, logits, y, rev, reverse_weight, reduction, train_reverse=True)
+
+
+def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: Optional[int] = None,
+                       reverse_weight: float = 1.0, reduction: str = "mean",
+                       generator: Optional[torch.Generator] = None, **_: object) -> ObjectiveParts:
+    """Eq. (22): ``-log p(x^n | x^0) - w · log p(x^0 | x̃^k)``, ``x̃^k ~ p(x^k | x^0)``.
+
+    ``x̃^k`` is one Bernoulli sample of layer ``k`` (default ``n-1``) given the
+    mean field below it; it is detached, so no gradient flows through the sample
+    and ``b^k`` gets none from the reverse term.
+    """
+    n = net.num_layers
+    k = n - 1 if layer is None else layer
+    if not 1 <= k < n:
+        raise ValueError(f"the sampled layer must be a hidden layer 1..{n - 1}, got {k}")
+    mf = net.forward_mean_field(x0)
+    probs = torch.sigmoid(net.units.bit_logits(mf.preactivations[k - 1].detach()))
+    x_tilde = net.units.state(torch.bernoulli(probs, generator=generator))
+    rev = reverse_nll(net.reverse_mean_field(x_tilde, layer=k).logits, x0)
+    return _combine(net, mf.logits, y, rev, reverse_weight, reduction, train_reverse=True)
+
+
+OBJECTIVES = {
+    "discriminative": discriminative_loss,
+    "bidirectional": bidirectional_loss,
+    "sampled-layer": sampled_layer_loss,
+}
+
+
+def get_objective(name: str):
+    """The objective function for ``"discriminative" | "bidirectional" | "sampled-layer"``."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}") from None

@@ -1,0 +1,109 @@
+"""The DCIM as Pyro models, and the mean-field guides.
+
+Site names are stable: hidden layers ``"x1" … "x{n-1}"`` (``Bernoulli`` over bits,
+``to_event`` over the layer's shape), the class ``"class"`` (``Categorical``) and
+the image ``"x0"`` (``Bernoulli``), all inside the batch plate ``"data"`` at
+``dim=-1``.  Any plate placed outside (e.g. a particle plate at ``dim=-2``)
+vectorises every site, since the tied layers accept leading batch dimensions.
+
+Images are Bernoulli observations; intensities in [0, 1] are soft targets, so the
+``"x0"`` site's ``log_prob`` is the negative binary cross-entropy (the exact
+log-likelihood for binary images).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+if TYPE_CHECKING:
+    from .model import DCIM
+
+__all__ = ["forward_model", "reverse_model", "mean_field_guide", "reverse_mean_field_guide",
+           "hidden_site", "PLATE_NAME"]
+
+PLATE_NAME = "data"
+
+
+def hidden_site(k: int) -> str:
+    """Name of the sample site of hidden layer ``x^k``."""
+    return f"x{k}"
+
+
+def _bernoulli(logits: torch.Tensor, event_dims: int, soft: bool = False) -> dist.TorchDistribution:
+    # Soft targets are outside Bernoulli's support; the cross-entropy is still the right log-prob.
+    d = dist.Bernoulli(logits=logits, validate_args=False if soft else None)
+    return d.to_event(event_dims)
+
+
+def _batch_size(net: "DCIM", x: torch.Tensor, event_dims: int) -> int:
+    return x.shape[-event_dims - 1] if x.dim() > event_dims else 1
+
+
+def forward_model(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = None,
+                  name: str = "dcim") -> torch.Tensor:
+    """``p(x^1 … x^n | x^0) = Π_k p(x^k | x^{k-1})`` (eq. 13), a sigmoid belief net.
+
+    ``x0``: ``(batch, *input_shape)`` in [0, 1]; ``y``: observed class indices or
+    ``None``.  Returns the class (sampled or observed).
+    """
+    pyro.module(name, net)
+    units = net.units
+    with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
+        h = units.state(x0)
+        for k in range(1, net.num_layers):
+            a = net.layers[k - 1](h)
+            bits = pyro.sample(hidden_site(k), _bernoulli(units.bit_logits(a), len(net.shapes[k])))
+            h = units.state(bits)
+        logits = net.layers[-1](h)
+        return pyro.sample("class", dist.Categorical(logits=logits), obs=y)
+
+
+def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
+                  name: str = "dcim") -> torch.Tensor:
+    """``p(x^{n-1} … x^0 | x^n) = Π_k p(x^{k-1} | x^k)`` (eq. 17-18), tied by ``W^kᵀ``.
+
+    ``y``: class indices ``(batch,)`` or probabilities ``(batch, classes)`` (the
+    class is given, not a site); ``x0``: observed image or ``None`` to generate.
+    Returns the image (sampled bits, or the observation).
+    """
+    pyro.module(name, net)
+    units = net.units
+    h = net.class_state(y)
+    with pyro.plate(PLATE_NAME, h.shape[-2] if h.dim() > 1 else 1, dim=-1):
+        for k in range(net.num_layers, 1, -1):
+            a = net.layers[k - 1].adjoint(h) + net.bias(k - 1)
+            bits = pyro.sample(hidden_site(k - 1), _bernoulli(units.bit_logits(a), len(net.shapes[k - 1])))
+            h = units.state(bits)
+        a = net.layers[0].adjoint(h) + net.input_bias
+        return pyro.sample("x0", _bernoulli(units.bit_logits(a), len(net.input_shape), soft=x0 is not None),
+                           obs=x0)
+
+
+def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = None,
+                     name: str = "dcim") -> None:
+    """Deterministic guide for :func:`forward_model`: ``q(x^k) = Π_i Bernoulli(μ^k_i)``.
+
+    The marginals come from :meth:`DCIM.forward_mean_field`, so the guide and the
+    DNN forward pass are one computation.  ``y`` is accepted (and ignored) so the
+    guide takes the model's arguments.
+    """
+    pyro.module(name, net)
+    mf = net.forward_mean_field(x0, upto=net.num_layers - 1)
+    with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
+        for k, a in enumerate(mf.preactivations, start=1):
+            pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
+
+
+def reverse_mean_field_guide(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
+                             name: str = "dcim") -> None:
+    """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``."""
+    pyro.module(name, net)
+    rmf = net.reverse_mean_field(y)
+    with pyro.plate(PLATE_NAME, rmf.logits.shape[0], dim=-1):
+        for j, a in enumerate(rmf.preactivations):
+            k = net.num_layers - 1 - j
+            pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))

@@ -1,0 +1,81 @@
+"""Unit encodings of binary variables: {0, 1} (eq. 6-7) or {-1, +1} (eq. 8-9).
+
+Pyro's Bernoulli sites always hold bits ``s ∈ {0, 1}``; an encoding says which
+state ``x`` a bit stands for, the Bernoulli logit of ``s = 1`` given the
+pre-activation ``a``, and the mean ``E[x]`` that the mean-field pass propagates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["Units", "ZeroOne", "PlusMinusOne", "get_units"]
+
+
+class Units:
+    name: str
+
+    def state(self, bits: torch.Tensor) -> torch.Tensor:
+        """The state ``x`` for bits (or bit probabilities) ``s``; linear, so it maps means to means."""
+        raise NotImplementedError
+
+    def bit_logits(self, a: torch.Tensor) -> torch.Tensor:
+        """Logit of ``p(s = 1 | a)``."""
+        raise NotImplementedError
+
+    def mean(self, a: torch.Tensor) -> torch.Tensor:
+        """``E[x | a]``: the mean-field activation (sigmoid or tanh)."""
+        raise NotImplementedError
+
+    def bit_probs(self, mean: torch.Tensor) -> torch.Tensor:
+        """``p(s = 1)`` from the mean ``E[x]``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+class ZeroOne(Units):
+    """``x = s``: ``p(x=1|a) = σ(a)``, ``E[x] = σ(a)`` (eq. 6-7)."""
+
+    name = "01"
+
+    def state(self, bits):
+        return bits
+
+    def bit_logits(self, a):
+        return a
+
+    def mean(self, a):
+        return torch.sigmoid(a)
+
+    def bit_probs(self, mean):
+        return mean
+
+
+class PlusMinusOne(Units):
+    """``x = 2s - 1``: ``p(x=1|a) = σ(2a)``, ``E[x] = tanh(a)`` (eq. 8-9)."""
+
+    name = "pm1"
+
+    def state(self, bits):
+        return 2 * bits - 1
+
+    def bit_logits(self, a):
+        return 2 * a
+
+    def mean(self, a):
+        return torch.tanh(a)
+
+    def bit_probs(self, mean):
+        return (mean + 1) / 2
+
+
+_UNITS = {"01": ZeroOne(), "pm1": PlusMinusOne()}
+
+
+def get_units(name: str) -> Units:
+    try:
+        return _UNITS[name]
+    except KeyError:
+        raise ValueError(f"units must be '01' or 'pm1', got {name!r}") from None

@@ -1,0 +1,85 @@
+"""The mean-field passes (eq. 14-15, 17-18), the unit encodings (eq. 6-9) and the parameter tying."""
+
+import pytest
+import torch
+
+from pyro_dcim import DCIM
+
+
+def _net(units="01", spec=(6, 5, 3), input_shape=(8,)):
+    torch.manual_seed(0)
+    return DCIM.from_spec(list(spec), input_shape=input_shape, units=units).double()
+
+
+def test_one_set_of_parameters():
+    net = DCIM.from_spec([512, 512, 10], input_shape=(784,))
+    names = {n for n, _ in net.named_parameters()}
+    assert names == {"input_bias", "layers.0.linear.weight", "layers.0.linear.bias", "layers.1.linear.weight",
+                     "layers.1.linear.bias", "layers.2.linear.weight", "layers.2.linear.bias"}
+    assert net.spec == [512, 512, 10] and net.input_shape == (784,) and net.num_classes == 10
+    n_plain = 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+    assert sum(p.numel() for p in net.parameters()) == n_plain + 784  # only b^0 is extra
+
+
+def test_forward_mean_field_is_the_sigmoid_dnn():
+    net = _net()
+    x0 = torch.rand(4, 8, dtype=torch.float64)
+    W = [layer.weight for layer in net.layers]
+    b = [layer.bias for layer in net.layers]
+    h1 = torch.sigmoid(x0 @ W[0].T + b[0])
+    h2 = torch.sigmoid(h1 @ W[1].T + b[1])
+    mf = net.forward_mean_field(x0)
+    assert torch.allclose(mf.hidden[0], h1) and torch.allclose(mf.hidden[1], h2)
+    assert torch.allclose(mf.logits, h2 @ W[2].T + b[2])
+    assert torch.allclose(net(x0), mf.logits)
+
+
+def test_reverse_mean_field_uses_transposed_weights_and_shared_biases():
+    net = _net()
+    y = torch.tensor([0, 2, 1, 2])
+    W = [layer.weight for layer in net.layers]
+    b = [layer.bias for layer in net.layers]
+    nu3 = torch.eye(3, dtype=torch.float64)[y]
+    nu2 = torch.sigmoid(nu3 @ W[2] + b[1])
+    nu1 = torch.sigmoid(nu2 @ W[1] + b[0])
+    logits0 = nu1 @ W[0] + net.input_bias
+    rev = net.reverse_mean_field(y)
+    assert torch.allclose(rev.hidden[0], nu2) and torch.allclose(rev.hidden[1], nu1)
+    assert torch.allclose(rev.logits, logits0)
+    # from probabilities, and from a hidden layer
+    assert torch.allclose(net.reverse_mean_field(nu3).logits, logits0)
+    from_layer = net.reverse_mean_field(nu2, layer=2)
+    assert len(from_layer.hidden) == 1 and torch.allclose(from_layer.logits, logits0)
+
+
+def test_pm1_units_use_tanh_means_and_doubled_logits():
+    net = _net("pm1")
+    x0 = torch.rand(4, 8, dtype=torch.float64)
+    W = [layer.weight for layer in net.layers]
+    b = [layer.bias for layer in net.layers]
+    h1 = torch.tanh((2 * x0 - 1) @ W[0].T + b[0])  # E[x^0] = 2 p - 1
+    mf = net.forward_mean_field(x0)
+    assert torch.allclose(mf.hidden[0], h1)
+    assert torch.allclose(mf.hidden[1], torch.tanh(h1 @ W[1].T + b[1]))
+    rev = net.reverse_mean_field(torch.tensor([1]), layer=None)
+    a0 = rev.hidden[-1] @ W[0] + net.input_bias
+    assert torch.allclose(rev.logits, 2 * a0)  # p(x=+1) = σ(2a), eq. (9)
+
+
+def test_reverse_from_class_indices_equals_per_image_pass():
+    net = _net(spec=((3, 2, 4), 7, 5), input_shape=(1, 9, 9))
+    y = torch.tensor([4, 0, 4, 1, 3, 3])
+    fast = net.reverse_mean_field(y)
+    slow = net.reverse_mean_field(torch.eye(5, dtype=torch.float64)[y])
+    assert torch.allclose(fast.logits, slow.logits)
+    assert all(torch.allclose(a, b) for a, b in zip(fast.hidden, slow.hidden))
+
+
+def test_bad_arguments():
+    net = _net()
+    with pytest.raises(ValueError, match="hidden layer"):
+        net.reverse_mean_field(torch.rand(2, 6), layer=0)
+    with pytest.raises(ValueError, match="columns"):
+        net.reverse_mean_field(torch.rand(2, 4))
+    with pytest.raises(ValueError, match="units"):
+        DCIM.from_spec([3], input_shape=(4,), units="binary")

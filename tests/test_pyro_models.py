@@ -1,0 +1,162 @@
+"""The Pyro models: trace structure, the consistency of the tied pair (eq. 19-20), Remark 2."""
+
+import itertools
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import Predictive
+
+from pyro_dcim import DCIM
+
+
+def _net(spec, input_shape, units="01", seed=0, scale=1.0):
+    torch.manual_seed(seed)
+    net = DCIM.from_spec(spec, input_shape=input_shape, units=units).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, scale)
+    return net
+
+
+def _states(m, units):
+    bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=m)), dtype=torch.float64)
+    return bits, (bits if units == "01" else 2 * bits - 1)
+
+
+def _log_z_bernoulli(a, units):
+    # log Σ_x exp(x a) per unit: x ∈ {0,1} -> softplus(a); x ∈ {-1,1} -> log 2cosh(a)
+    lo = torch.zeros_like(a) if units == "01" else -a
+    return torch.logaddexp(lo, a).sum(-1)
+
+
+def _log_trace(fn, *args, **cond):
+    tr = poutine.trace(poutine.condition(fn, data=cond)).get_trace(*args)
+    tr.compute_log_prob()
+    return tr, sum(site["log_prob"].sum() for name, site in tr.nodes.items()
+                   if site["type"] == "sample" and name != "data")
+
+
+@pytest.mark.parametrize("units", ["01", "pm1"])
+def test_consistency_of_tied_pair_eq_19_20(units):
+    """log Π p_f − log Π p_b + log Z_f − log Z_b = x^nᵀ b^n − x^0ᵀ b^0 for every hidden state."""
+    net = _net([3, 3, 4], (5,), units)
+    W = [layer.weight for layer in net.layers]
+    b = [net.bias(k) for k in range(4)]
+    bits1, x1 = _states(3, units)
+    bits2, x2 = _states(3, units)
+    for x0_bits, y in [(torch.tensor([1.0, 0, 1, 1, 0], dtype=torch.float64), 2),
+                      (torch.tensor([0.0, 0, 1, 0, 1], dtype=torch.float64), 0)]:
+        x0 = x0_bits if units == "01" else 2 * x0_bits - 1
+        values = []
+        for (s1, h1), (s2, h2) in itertools.product(zip(bits1, x1), zip(bits2, x2)):
+            x0b, yb = x0_bits[None].double(), torch.tensor([y])
+            _, log_f = _log_trace(net.forward_model, x0b, yb, x1=s1[None], x2=s2[None])
+            _, log_b = _log_trace(net.reverse_model, yb, x0b, x1=s1[None], x2=s2[None])
+            onehot = F.one_hot(torch.tensor(y), 4).double()
+            log_zf = (_log_z_bernoulli(W[0] @ x0 + b[1], units) + _log_z_bernoulli(W[1] @ h1 + b[2], units)
+                      + torch.logsumexp(W[2] @ h2 + b[3], 0))
+            log_zb = (_log_z_bernoulli(W[2].T @ onehot + b[2], units) + _log_z_bernoulli(W[1].T @ h2 + b[1], units)
+                      + _log_z_bernoulli(W[0].T @ h1 + b[0], units))
+            values.append(float((log_f - log_b + log_zf - log_zb).detach()))
+        values = torch.tensor(values, dtype=torch.float64)
+        expected = float(onehot @ b[3] - x0 @ b[0])
+        assert torch.allclose(values, torch.full_like(values, expected), atol=1e-9)
+
+
+@pytest.mark.parametrize("units", ["01", "pm1"])
+def test_remark_2_single_layer_is_an_rbm(units):
+    """n = 1: forward and reverse conditionals are the RBM's exact conditionals."""
+    net = _net([6], (10,), units, scale=0.7)
+    W, b1, b0 = net.layers[0].weight, net.layers[0].bias, net.input_bias
+    bits0, x0 = _states(10, units)
+    # brute-force joint: log p(x0, y) ∝ yᵀ W x0 + b1ᵀ y + b0ᵀ x0 over 2^10 x 6 states
+    log_joint = x0 @ W.T + b1 + (x0 @ b0)[:, None]
+    log_joint = log_joint - torch.logsumexp(log_joint.flatten(), 0)
+    exact_y_given_x = log_joint.log_softmax(1)                       # (1024, 6)
+    exact_x_given_y = log_joint - torch.logsumexp(log_joint, 0)      # (1024, 6)
+    assert torch.allclose(net.forward_mean_field(bits0).logits.log_softmax(1), exact_y_given_x, atol=1e-10)
+    for y in range(6):
+        logits0 = net.reverse_mean_field(torch.tensor([y])).logits[0]
+        model = dist.Bernoulli(logits=logits0).to_event(1).log_prob(bits0)
+        assert torch.allclose(model, exact_x_given_y[:, y], atol=1e-10)
+    # and the Pyro traces agree with the joint's conditionals
+    _, log_f = _log_trace(net.forward_model, bits0[:7], torch.arange(6).repeat(2)[:7])
+    assert torch.allclose(log_f, exact_y_given_x[torch.arange(7), torch.arange(6).repeat(2)[:7]].sum())
+
+
+def test_first_hidden_layer_mean_field_is_exact_and_matches_ancestral_samples():
+    net = _net([(3, 2, 2), 5, 3], (1, 6, 6), scale=1.5)
+    x0 = torch.bernoulli(torch.full((2, 1, 6, 6), 0.5, dtype=torch.float64))
+    mu1 = net.forward_mean_field(x0).hidden[0]
+    s = 20000
+    samples = Predictive(net.forward_model, num_samples=s, parallel=True)(x0)["x1"]
+    assert samples.shape == (s, 2, 2, 2, 2)
+    freq = samples.mean(0)
+    stderr = (mu1 * (1 - mu1) / s).sqrt().clamp_min(1e-12)
+    assert ((freq - mu1).abs() <= 4 * stderr).all()
+
+
+def test_trace_structure_and_log_prob_by_hand():
+    net = _net([(3, 1, 2), 4, 3], (1, 5, 5), scale=0.5)
+    x0 = torch.rand(3, 1, 5, 5, dtype=torch.float64)
+    y = torch.tensor([2, 0, 1])
+    tr, log_f = _log_trace(net.forward_model, x0, y)
+    sites = {n: s for n, s in tr.nodes.items() if s["type"] == "sample"}
+    assert list(sites) == ["data", "x1", "x2", "class"]
+    assert isinstance(sites["x1"]["fn"].base_dist, dist.Bernoulli) and sites["x1"]["fn"].event_shape == (2, 5, 5)
+    assert sites["x2"]["value"].shape == (3, 4) and isinstance(sites["class"]["fn"], dist.Categorical)
+    assert sites["class"]["is_observed"] and torch.equal(sites["class"]["value"], y)
+    assert "dcim$$$layers.0.conv.weight" in pyro.get_param_store().keys()
+    x1, x2 = sites["x1"]["value"], sites["x2"]["value"]
+    a1 = net.layers[0](x0)
+    a2 = net.layers[1](x1)
+    a3 = net.layers[2](x2)
+    by_hand = (-F.binary_cross_entropy_with_logits(a1, x1, reduction="sum")
+               - F.binary_cross_entropy_with_logits(a2, x2, reduction="sum")
+               + a3.log_softmax(-1)[torch.arange(3), y].sum())
+    assert torch.allclose(log_f, by_hand) and torch.allclose(tr.log_prob_sum(), by_hand)
+
+    tr, log_b = _log_trace(net.reverse_model, y, x0)
+    sites = {n: s for n, s in tr.nodes.items() if s["type"] == "sample"}
+    assert list(sites) == ["data", "x2", "x1", "x0"] and sites["x0"]["is_observed"]
+    x2, x1 = sites["x2"]["value"], sites["x1"]["value"]
+    c2 = net.layers[2].adjoint(F.one_hot(y, 3).double()) + net.bias(2)
+    c1 = net.layers[1].adjoint(x2) + net.bias(1)
+    c0 = net.layers[0].adjoint(x1) + net.bias(0)
+    by_hand = -sum(F.binary_cross_entropy_with_logits(c, v, reduction="sum")
+                   for c, v in [(c2, x2), (c1, x1), (c0, x0)])
+    assert torch.allclose(log_b, by_hand)
+
+
+def test_mean_field_guides_place_the_mean_field_marginals():
+    net = _net([4, 3, 2], (6,), "pm1")
+    x0 = torch.rand(5, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    tr = poutine.trace(net.mean_field_guide).get_trace(x0, y)
+    mf = net.forward_mean_field(x0)
+    for k in (1, 2):
+        probs = tr.nodes[f"x{k}"]["fn"].base_dist.probs
+        assert torch.allclose(probs, net.units.bit_probs(mf.hidden[k - 1]))
+    tr = poutine.trace(net.reverse_mean_field_guide).get_trace(y)
+    rev = net.reverse_mean_field(y)
+    assert torch.allclose(tr.nodes["x2"]["fn"].base_dist.probs, net.units.bit_probs(rev.hidden[0]))
+    assert torch.allclose(tr.nodes["x1"]["fn"].base_dist.probs, net.units.bit_probs(rev.hidden[1]))
+
+
+def test_particle_plate_vectorises_model_replayed_on_guide():
+    net = _net([(3, 2, 2), 5, 3], (1, 6, 6))
+    x0 = torch.rand(4, 1, 6, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0])
+    with pyro.plate("particles", 11, dim=-2):
+        guide_tr = poutine.trace(net.mean_field_guide).get_trace(x0, y)
+        model_tr = poutine.trace(poutine.replay(net.forward_model, trace=guide_tr)).get_trace(x0, y)
+    model_tr.compute_log_prob()
+    guide_tr.compute_log_prob()
+    assert guide_tr.nodes["x1"]["value"].shape == (11, 4, 2, 2, 2)
+    log_w = sum(model_tr.nodes[n]["log_prob"] for n in ("x1", "x2", "class")) \
+        - sum(guide_tr.nodes[n]["log_prob"] for n in ("x1", "x2"))
+    assert log_w.shape == (11, 4) and torch.isfinite(log_w).all()
