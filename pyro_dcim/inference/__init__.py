@@ -1,0 +1,27 @@
+"""Inference engines beside the mean-field approximation (issue 5).
+
+Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
+:class:`Marginals` (hidden layers in index order ``x^1 … x^{n-1}``):
+
+* :func:`mean_field_marginals` — the approximation itself, eq. (2), (14)-(15);
+* :func:`exact_marginals`, :func:`exact_posterior`, :func:`exact_log_likelihood` —
+  enumeration over each layer's ``2^{m_k}`` states (narrow layers);
+* :func:`ancestral_marginals`, :func:`importance_marginals`,
+  :func:`importance_log_likelihood` — vectorised Monte Carlo with the Pyro models;
+* :class:`DCIMGibbs`, :func:`gibbs_posterior` — a Gibbs kernel for ``pyro.infer.MCMC``;
+* :mod:`.diagnostics` — ArviZ summaries, R-hat, ESS, MCSE, trace/rank plots.
+"""
+
+from . import diagnostics
+from .exact import DEFAULT_MAX_UNITS, LayerTooWideError, exact_log_likelihood, exact_marginals, exact_posterior
+from .gibbs import DCIMGibbs, gibbs_posterior
+from .marginals import Marginals
+from .mean_field import mean_field_marginals
+from .sampling import LogLikelihood, ancestral_marginals, importance_log_likelihood, importance_marginals
+
+__all__ = [
+    "Marginals", "mean_field_marginals",
+    "exact_marginals", "exact_posterior", "exact_log_likelihood", "LayerTooWideError", "DEFAULT_MAX_UNITS",
+    "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood",
+    "DCIMGibbs", "gibbs_posterior", "diagnostics",
+]

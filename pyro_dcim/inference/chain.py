@@ -1,0 +1,119 @@
+"""The DCIM's layer chain read in either direction, for estimators that need it state by state.
+
+The mean-field passes (:mod:`pyro_dcim.model`) propagate *means*; exact enumeration and
+Gibbs sampling need the *conditionals* of one layer given an arbitrary state of its
+neighbour, in the forward chain (eq. 13: ``p(x^k | x^{k-1})``, parent ``k-1``, child
+``k+1``) or the reverse chain (eq. 17-18: ``p(x^{k-1} | x^k)``, parent ``k+1``, child
+``k-1``).  :class:`Chain` gives those conditionals for both directions from the tied
+layers, so every engine reads the structure from one place.
+
+States are in the unit encoding (``net.units.state(bits)``); bits are float 0/1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from ..model import DCIM
+
+__all__ = ["Chain", "check_direction", "DIRECTIONS"]
+
+DIRECTIONS = ("forward", "reverse")
+
+
+def check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+    return direction
+
+
+def bernoulli_log_prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``log Bernoulli(t; σ(l))``; soft targets give the negative cross-entropy."""
+    return target * logits - F.softplus(logits)
+
+
+class Chain:
+    """Hidden layers ``1..n-1`` of ``net`` as a Markov chain running in ``direction``.
+
+    ``start`` is the observed end the chain starts from (``x^0`` forward, the class
+    ``x^n`` reverse) and ``end`` the far end (the class forward, the image reverse).
+    ``order`` lists the hidden layers from the start: ``[1..n-1]`` or ``[n-1..1]``.
+    """
+
+    def __init__(self, net: "DCIM", direction: str = "forward") -> None:
+        self.net = net
+        self.direction = check_direction(direction)
+        self.forward = direction == "forward"
+        n = net.num_layers
+        self.hidden = list(range(1, n))
+        self.order = self.hidden if self.forward else self.hidden[::-1]
+        self.units = net.units
+
+    # -- neighbours ------------------------------------------------------------
+    def parent(self, k: int) -> int:
+        return k - 1 if self.forward else k + 1
+
+    def child(self, k: int) -> int:
+        return k + 1 if self.forward else k - 1
+
+    def numel(self, k: int) -> int:
+        return int(torch.Size(self.net.shapes[k]).numel())
+
+    def start_state(self, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> torch.Tensor:
+        """The observed start in the unit encoding: ``state(x^0)`` forward, ``onehot(y)`` reverse."""
+        if self.forward:
+            if x0 is None:
+                raise ValueError("the forward chain needs the image x0")
+            return self.units.state(x0)
+        if y is None:
+            raise ValueError("the reverse chain needs the class y")
+        return self.net.class_state(y)
+
+    # -- the conditionals --------------------------------------------------------
+    def logits(self, k: int, parent_state: torch.Tensor) -> torch.Tensor:
+        """Bit logits of ``p(x^k = 1 | parent)``: eq. (6) ``W^k x^{k-1} + b^k`` forward,
+        eq. (18) ``W^{k+1}ᵀ x^{k+1} + b^k`` reverse.  Shape ``(*batch, *shape_k)``."""
+        if self.forward:
+            a = self.net.layers[k - 1](parent_state)
+        else:
+            a = self.net.layers[k].adjoint(parent_state) + self.net.bias(k)
+        return self.units.bit_logits(a)
+
+    def child_preactivation(self, k: int, state: torch.Tensor) -> torch.Tensor:
+        """Pre-activation of layer ``k``'s child given ``x^k`` (with the child's bias):
+        ``W^{k+1} x^k + b^{k+1}`` forward, ``W^kᵀ x^k + b^{k-1}`` reverse."""
+        if self.forward:
+            return self.net.layers[k](state)
+        return self.net.layers[k - 1].adjoint(state) + self.net.bias(k - 1)
+
+    def child_linear(self, k: int, state: torch.Tensor) -> torch.Tensor:
+        """The child pre-activation's linear part alone (``W^{k+1} x`` or ``W^kᵀ x``)."""
+        if self.forward:
+            layer = self.net.layers[k]
+            return layer(state) - layer.bias
+        return self.net.layers[k - 1].adjoint(state)
+
+    def child_layer(self, k: int) -> torch.nn.Module:
+        """The tied layer between ``x^k`` and its child (``W^{k+1}`` forward, ``W^k`` reverse)."""
+        return self.net.layers[k] if self.forward else self.net.layers[k - 1]
+
+    def end_is_class(self, k: int) -> bool:
+        """Is ``k``'s child the categorical class (the forward chain's last hidden layer)?"""
+        return self.forward and k == self.net.num_layers - 1
+
+    def child_log_prob(self, k: int, preact: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``log p(child = target | x^k)`` from the child's pre-activation, summed over the child.
+
+        ``target``: class indices when the child is the class, else bits (or soft image
+        intensities) shaped like the child.  Returns ``preact``'s batch shape.
+        """
+        if self.end_is_class(k):
+            # a_y − logsumexp(a); log_softmax is far slower on tiny tensors under thread contention
+            a, idx = torch.broadcast_tensors(preact, target.long().unsqueeze(-1))
+            return a.gather(-1, idx[..., :1]).squeeze(-1) - preact.logsumexp(-1)
+        event = len(self.net.shapes[self.child(k)])
+        return bernoulli_log_prob(self.units.bit_logits(preact), target).flatten(-event).sum(-1)

@@ -1,0 +1,219 @@
+"""Gibbs sampling of the hidden posterior ``p(x^1..x^{n-1} | x^0, x^n)`` under ``pyro.infer.MCMC``.
+
+Each binary unit is resampled from its exact conditional given its Markov blanket,
+
+    logit p(x^k_i = 1 | rest) = l^k_i + Σ_{j ∈ child} [log p(x^c_j | a^c + (1 − x_i) δ W_{ji})
+                                                     − log p(x^c_j | a^c − x_i δ W_{ji})],
+
+``l^k`` the layer's own logit given its parent (eq. 6 forward, eq. 18 reverse), ``a^c``
+the child's pre-activation, ``δ`` the state step of one bit.  Units sharing no child are
+updated together (:mod:`.blanket`); layers of equal parity are conditionally independent
+given the others, so a sweep updates the odd layers, then the even ones, computing each
+layer's parent logits and child pre-activations once (one product per layer) and then
+updating the child pre-activations by one column of ``W`` per flip.
+
+Chains and images form one batch ``(chains, images, …)`` inside a single kernel, since
+Pyro's ``num_chains > 1`` forks a process per chain.  States are float 0/1 bits.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from pyro.infer import MCMC
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from ..pyro_models import hidden_site
+from . import diagnostics
+from .blanket import LayerBlanket
+from .chain import Chain, bernoulli_log_prob
+from .marginals import Marginals
+from .mean_field import mean_field_marginals
+
+if TYPE_CHECKING:
+    import arviz
+
+    from ..model import DCIM
+
+__all__ = ["DCIMGibbs", "gibbs_posterior", "INITS"]
+
+INITS = ("prior", "mean_field", "uniform")
+
+
+class DCIMGibbs(MCMCKernel):
+    """Blocked Gibbs kernel for the hidden layers of a DCIM, with ``x^0`` and ``x^n = y`` clamped.
+
+    ``x0``: ``(batch, *input_shape)``; ``y``: ``(batch,)`` class indices; ``num_chains``
+    chains per image run as a batch dimension.  ``direction`` picks the forward chain
+    (eq. 13) or the reverse chain (eq. 17) as the joint.  ``init``: ``"prior"`` (a draw of
+    that chain ignoring the far end), ``"mean_field"`` (independent bits from the
+    mean-field marginals) or ``"uniform"``.  Parameters are ``{"x1": (chains, batch,
+    *shape_1), …}``.  With ``record_conditionals`` the kernel keeps, per post-warmup
+    sweep, each unit's conditional ``p(x^k_i = 1 | rest)`` (a Rao-Blackwellised draw).
+    """
+
+    def __init__(self, net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_chains: int = 4, *,
+                 direction: str = "forward", init: str = "prior", record_conditionals: bool = True) -> None:
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.chain = Chain(net, direction)
+        if not self.chain.hidden:
+            raise ValueError("the net has no hidden layers: there is nothing to sample")
+        self.net, self.x0, self.y = net, x0, y
+        self.num_chains, self.init = num_chains, init
+        self.record_conditionals = record_conditionals
+        self.transforms: dict = {}    # bits need no transform; keeps MCMC from inspecting a model
+        self._initial_params: Optional[dict[str, torch.Tensor]] = None
+        self._blankets: dict[int, LayerBlanket] = {}
+        self.conditionals: list[dict[str, torch.Tensor]] = []
+        self.warmup_steps = 0
+        self.sweeps = 0
+
+    # -- MCMCKernel interface ------------------------------------------------------------
+    def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        self.warmup_steps, self.sweeps, self.conditionals = warmup_steps, 0, []
+        # weights may have changed since construction: colourings are rebuilt per run
+        self._blankets = {k: LayerBlanket(self.chain, k) for k in self.chain.hidden}
+        if self._initial_params is None:
+            self._initial_params = self._initial_state()
+
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self._initial_params = params
+
+    def logging(self) -> dict:
+        return {"sweeps": self.sweeps}
+
+    @torch.no_grad()
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One sweep: odd hidden layers, then even ones; returns new bits ``(chains, batch, *shape)``."""
+        lead = self._lead()
+        bits = {k: params[hidden_site(k)].reshape(*lead, -1).clone() for k in self.chain.hidden}
+        probs = {k: torch.empty_like(b) for k, b in bits.items()}
+        for parity in (1, 0):
+            for k in self.chain.hidden:
+                if k % 2 == parity:
+                    self._update_layer(k, bits, probs[k])
+        self.sweeps += 1
+        if self.record_conditionals and self.sweeps > self.warmup_steps:
+            self.conditionals.append({hidden_site(k): self._shaped(k, p) for k, p in probs.items()})
+        return {hidden_site(k): self._shaped(k, b) for k, b in bits.items()}
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _lead(self) -> tuple[int, int]:
+        return (self.num_chains, self.y.shape[0])
+
+    def _shaped(self, k: int, flat: torch.Tensor) -> torch.Tensor:
+        return flat.reshape(*self._lead(), *self.net.shapes[k])
+
+    def _state(self, k: int, bits: dict[int, torch.Tensor]) -> torch.Tensor:
+        """State of layer ``k`` in the unit encoding; the clamped ends for ``k = 0`` and ``k = n``."""
+        if k == 0:
+            return self.chain.units.state(self.x0)
+        if k == self.net.num_layers:
+            return self.net.class_state(self.y)
+        return self.chain.units.state(self._shaped(k, bits[k]))
+
+    def _child_target(self, k: int, bits: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Bits of ``k``'s child (flat), the image's intensities (flat), or the class indices."""
+        c = self.chain.child(k)
+        if c == self.net.num_layers:
+            return self.y
+        if c == 0:
+            return self.x0.flatten(1)
+        return bits[c]
+
+    def _initial_state(self) -> dict[str, torch.Tensor]:
+        lead, dtype = self._lead(), self.net.input_bias.dtype
+        if self.init == "mean_field":
+            mf = mean_field_marginals(self.net, self.x0, y=self.y, direction=self.chain.direction)
+            return {hidden_site(k): torch.bernoulli(p.expand(*lead[:1], *p.shape)) for k, p in
+                    zip(self.chain.hidden, mf.hidden)}
+        if self.init == "uniform":
+            return {hidden_site(k): torch.bernoulli(torch.full((*lead, *self.net.shapes[k]), 0.5, dtype=dtype,
+                                                               device=self.net.input_bias.device))
+                    for k in self.chain.hidden}
+        out, parent = {}, self.chain.start_state(self.x0, self.y)
+        with torch.no_grad():
+            for k in self.chain.order:   # ancestral draw of the chain, the far end left free
+                p = torch.sigmoid(self.chain.logits(k, parent))
+                out[hidden_site(k)] = torch.bernoulli(p.expand(*lead, *self.net.shapes[k]))
+                parent = self.chain.units.state(out[hidden_site(k)])
+        return out
+
+    def _update_layer(self, k: int, bits: dict[int, torch.Tensor], probs: torch.Tensor) -> None:
+        chain, x = self.chain, bits[k]
+        # parent logits and child pre-activations: one product each per layer and sweep
+        own = chain.logits(k, self._state(chain.parent(k), bits)).flatten(-len(self.net.shapes[k])).expand(x.shape)
+        pre = chain.child_preactivation(k, chain.units.state(self._shaped(k, x))).flatten(2).clone()
+        target = self._child_target(k, bits)
+        to_class = chain.end_is_class(k)
+        for col in self._blankets[k].colours():
+            xs = x[..., col.units]
+            a = pre if col.children is None else pre[..., col.children]
+            xo = xs if col.owner is None else xs[..., col.owner]
+            a1, a0 = a + (1 - xo) * col.delta, a - xo * col.delta
+            if to_class:   # the categorical child couples every class: one total per unit
+                field = (chain.child_log_prob(k, a1, target) - chain.child_log_prob(k, a0, target)).unsqueeze(-1)
+            else:
+                t = target if col.children is None else target[..., col.children]
+                logit = chain.units.bit_logits
+                d = bernoulli_log_prob(logit(a1), t) - bernoulli_log_prob(logit(a0), t)
+                field = d.sum(-1, keepdim=True) if col.owner is None else \
+                    d.new_zeros(xs.shape).index_add_(-1, col.owner, d)
+            p = torch.sigmoid(own[..., col.units] + field)
+            new = (torch.rand_like(p) < p).to(x.dtype)
+            new_o = new if col.owner is None else new[..., col.owner]
+            a = a + (new_o - xo) * col.delta
+            if col.children is None:
+                pre = a
+            else:
+                pre[..., col.children] = a
+            x[..., col.units] = new
+            probs[..., col.units] = p
+
+    def conditional_draws(self) -> dict[str, torch.Tensor]:
+        """Recorded conditionals as ``{site: (chains, draws, batch, *shape)}``."""
+        if not self.conditionals:
+            return {}
+        return {name: torch.stack([c[name] for c in self.conditionals], 1) for name in self.conditionals[0]}
+
+
+def gibbs_posterior(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples: int = 500,
+                    warmup_steps: int = 200, num_chains: int = 4, *, direction: str = "forward",
+                    init: str = "prior", progress: bool = False) -> tuple[Marginals, "arviz.InferenceData"]:
+    """Gibbs estimate of ``p(x^k_i = 1 | x^0, x^n = y)`` and its ArviZ ``InferenceData``.
+
+    Runs :class:`DCIMGibbs` under ``pyro.infer.MCMC`` (one process; chains are a batch
+    dimension).  The marginals are Rao-Blackwellised (means of the units' conditionals
+    over sweeps); ``stderr`` is their MCSE and ``ess`` the smallest bulk ESS of each
+    image's units (ArviZ).  ``extra`` holds ``seconds`` (sampling wall time) and
+    ``seconds_per_ess`` per image.  The ``InferenceData`` posterior holds the sampled
+    bits as ``x{k}`` with dims ``(chain, draw, image, x{k}_unit)``.
+    """
+    kernel = DCIMGibbs(net, x0, y, num_chains, direction=direction, init=init)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
+                disable_progbar=not progress, transforms={})
+    start = time.perf_counter()
+    with torch.no_grad():
+        mcmc.run()
+    seconds = time.perf_counter() - start
+    draws = {name: v.movedim(0, 1) for name, v in mcmc.get_samples().items()}   # (chain, draw, batch, …)
+    cond = kernel.conditional_draws()
+    means, mcse, ess = diagnostics.mean_mcse_ess(cond)
+    names = [hidden_site(k) for k in kernel.chain.hidden]
+    per_image_ess = torch.cat([ess[n].flatten(1) for n in names], 1)
+    # constant conditionals (units pinned at 0 or 1) have no ESS: leave them out of the minimum
+    per_image_ess = torch.nan_to_num(per_image_ess, nan=float("inf")).min(1).values
+    marg = Marginals([means[n] for n in names], stderr=Marginals([mcse[n] for n in names], method="gibbs"),
+                     ess=per_image_ess, method="gibbs", direction=direction,
+                     extra={"seconds": seconds, "seconds_per_ess": seconds / per_image_ess})
+    idata = diagnostics.to_inference_data(draws, attrs={"sampling_seconds": seconds, "direction": direction,
+                                                        "num_chains": num_chains, "warmup_steps": warmup_steps})
+    return marg, idata

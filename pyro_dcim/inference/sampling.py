@@ -1,0 +1,247 @@
+"""Monte Carlo marginals from the Pyro models: ancestral and importance sampling.
+
+Both run the Pyro model (and the proposal) once per chunk of particles under a
+particle ``pyro.plate`` at ``dim=-2``, left of the data plate, so every site is
+``(particles, batch, …)`` and each image gets its own log-weights ``(S, B)``.
+(``pyro.infer.Importance`` loops over samples and sums log-weights over the batch
+plate, so all images would share one weight; it is not used.)
+
+* ancestral sampling of the forward chain (eq. 13) or the reverse chain (eq. 17),
+  Rao-Blackwellised: the estimate of a layer's marginal is the mean of its
+  conditional ``p(x^k = 1 | parent_s)`` over the samples, the class estimate
+  ``mean_s p(x^n | x^{n-1}_s)``;
+* self-normalised importance sampling with a proposal (by default the mean-field
+  guide ``q(x^k) = Π_i Bernoulli(μ^k_i)``, eq. 14), for the same marginals or, with
+  the far end observed, for the posterior ``p(x^1..x^{n-1} | x^0, x^n)`` and the
+  evidence ``log p(x^n | x^0)`` (forward) or ``log p(x^0 | x^n)`` (reverse).
+
+Standard errors: ``Var ≈ Σ_s w̄_s² (f_s − f̂)²`` (delta method; the plain sample
+variance over ``S`` when the weights are equal), ``ESS = 1 / Σ_s w̄_s²``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+
+import pyro
+import torch
+from pyro import poutine
+
+from ..pyro_models import hidden_site
+from .chain import check_direction
+from .marginals import Marginals
+
+if TYPE_CHECKING:
+    from ..model import DCIM
+
+__all__ = ["ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood",
+           "PROPOSALS"]
+
+#: Proposals for importance sampling, by name (see :func:`importance_marginals`).
+PROPOSALS = ("mean_field", "reverse_mean_field", "forward", "reverse")
+PARTICLE_PLATE = "particles"
+
+
+class LogLikelihood(NamedTuple):
+    """A per-image Monte Carlo estimate of a log-probability, ``(batch,)`` each."""
+
+    estimate: torch.Tensor
+    stderr: torch.Tensor
+    ess: torch.Tensor
+
+
+class _WeightedMoments:
+    """Streams ``Σ w f``, ``Σ w² f``, ``Σ w² f²`` over particle chunks with a running log-shift."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shift: Optional[torch.Tensor] = None
+        self.sums: dict[str, list[torch.Tensor]] = {}
+        self.sw = self.sw2 = None
+
+    @staticmethod
+    def _per_image(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape + (1,) * (like.dim() - t.dim()))
+
+    def update(self, log_w: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+        shift = log_w.max(0).values
+        if self.shift is not None:
+            shift = torch.maximum(self.shift, shift)
+            r = (self.shift - shift).exp()
+            self.sw, self.sw2 = self.sw * r, self.sw2 * r * r
+            for s1, q1, q2 in self.sums.values():
+                rr = self._per_image(r, s1)
+                s1.mul_(rr)
+                q1.mul_(rr * rr)
+                q2.mul_(rr * rr)
+        e = (log_w - shift).exp()
+        self.sw = e.sum(0) if self.sw is None else self.sw + e.sum(0)
+        self.sw2 = (e * e).sum(0) if self.sw2 is None else self.sw2 + (e * e).sum(0)
+        for name, v in values.items():
+            w = e.reshape(e.shape + (1,) * (v.dim() - 2))
+            parts = [(w * v).sum(0), (w * w * v).sum(0), (w * w * v * v).sum(0)]
+            if name in self.sums:
+                for acc, p in zip(self.sums[name], parts):
+                    acc.add_(p)
+            else:
+                self.sums[name] = parts
+        self.shift = shift
+        self.count += log_w.shape[0]
+
+    def result(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Means, standard errors, ESS ``(B,)`` and ``log mean_s w_s`` ``(B,)``."""
+        ess = self.sw ** 2 / self.sw2
+        # ess/(ess-1): the usual n/(n-1) correction, exact for equal weights
+        correction = ess / (ess - 1).clamp_min(1e-12)
+        means, stderrs = {}, {}
+        for name, (s1, q1, q2) in self.sums.items():
+            sw, sw2, c = (self._per_image(t, s1) for t in (self.sw, self.sw2, correction))
+            mean = s1 / sw
+            var = (q2 - 2 * mean * q1 + mean * mean * sw2) / (sw * sw)
+            means[name], stderrs[name] = mean, (var.clamp_min(0) * c).sqrt()
+        log_mean_w = self.shift + (self.sw / self.count).log()
+        return means, stderrs, ess, log_mean_w
+
+
+def _proposal(net: "DCIM", name: str, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> Callable[[], None]:
+    """A Pyro callable sampling the hidden sites: the (reverse) mean-field guide or a prior chain."""
+    needs = {"mean_field": ("x0", x0), "forward": ("x0", x0), "reverse_mean_field": ("y", y), "reverse": ("y", y)}
+    if name not in needs:
+        raise ValueError(f"proposal must be one of {PROPOSALS}, got {name!r}")
+    arg, value = needs[name]
+    if value is None:
+        raise ValueError(f"proposal {name!r} needs {arg}")
+    return {
+        "mean_field": lambda: net.mean_field_guide(x0),
+        "reverse_mean_field": lambda: net.reverse_mean_field_guide(y),
+        "forward": poutine.block(lambda: net.forward_model(x0), hide=["class"]),
+        "reverse": poutine.block(lambda: net.reverse_model(y), hide=["x0"]),
+    }[name]
+
+
+def _target(net: "DCIM", direction: str, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> Callable:
+    if direction == "forward":
+        return lambda: net.forward_model(x0, y)
+    return lambda: net.reverse_model(y, x0)
+
+
+def _readouts(net: "DCIM", trace, direction: str, observed_end: bool) -> dict[str, torch.Tensor]:
+    """Per-particle quantities whose weighted means are the marginals.
+
+    Without an observed far end each layer's own conditional is used
+    (Rao-Blackwellised); with it, the sampled bits (the posterior couples layers).
+    """
+    out = {}
+    for k in range(1, net.num_layers):
+        site = trace.nodes[hidden_site(k)]
+        # a site's fn is not expanded to the particle plate when its parent is the observed x0
+        out[f"x{k}"] = site["value"] if observed_end else site["fn"].base_dist.probs.expand(site["value"].shape)
+    if not observed_end and direction == "forward":
+        site = trace.nodes["class"]
+        out["classes"] = site["fn"].probs.expand(*site["value"].shape, net.num_classes)
+    elif not observed_end:
+        site = trace.nodes["x0"]
+        out["image"] = site["fn"].base_dist.probs.expand(site["value"].shape)
+    return out
+
+
+def _log_weights(model_tr, guide_tr) -> torch.Tensor:
+    """``log p(x, obs) − log q(x)`` per particle and image, ``(S, B)``."""
+    log_w = 0.0
+    for name, site in model_tr.nodes.items():
+        if site["type"] != "sample" or name == PARTICLE_PLATE or site["infer"].get("_do_not_score"):
+            continue
+        if site["is_observed"]:
+            log_w = log_w + site["log_prob"]
+        elif name in guide_tr.nodes:
+            log_w = log_w + site["log_prob"] - guide_tr.nodes[name]["log_prob"]
+    return log_w
+
+
+def _chunks(num_samples: int, chunk_size: Optional[int]) -> list[int]:
+    size = num_samples if chunk_size is None else max(1, min(chunk_size, num_samples))
+    return [min(size, num_samples - i) for i in range(0, num_samples, size)]
+
+
+@torch.no_grad()
+def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: Optional[Callable],
+                        num_samples: int, chunk_size: Optional[int], observed_end: bool, method: str) -> Marginals:
+    acc, all_log_w = _WeightedMoments(), []
+    for size in _chunks(num_samples, chunk_size):
+        with pyro.plate(PARTICLE_PLATE, size, dim=-2):
+            if proposal is None:
+                model_tr = poutine.trace(model).get_trace()
+            else:
+                guide_tr = poutine.trace(proposal).get_trace()
+                model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace()
+        if proposal is None:
+            first = model_tr.nodes[hidden_site(1)]["value"]
+            log_w = first.new_zeros(first.shape[:2])
+        else:
+            model_tr.compute_log_prob()
+            guide_tr.compute_log_prob()
+            log_w = _log_weights(model_tr, guide_tr)
+        values = _readouts(net, model_tr, direction, observed_end)
+        log_w = log_w.expand(next(iter(values.values())).shape[:2])
+        acc.update(log_w, values)
+        all_log_w.append(log_w)
+    means, stderrs, ess, log_mean_w = acc.result()
+
+    def pack(d: dict[str, torch.Tensor], **kw) -> Marginals:
+        return Marginals([d[f"x{k}"] for k in range(1, net.num_layers)], d.get("classes"), d.get("image"),
+                         method=method, direction=direction, **kw)
+
+    return pack(means, stderr=pack(stderrs), ess=ess, log_weights=torch.cat(all_log_w),
+                log_evidence=log_mean_w if observed_end else None)
+
+
+def ancestral_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: int, *,
+                        y: Optional[torch.Tensor] = None, direction: str = "forward",
+                        chunk_size: Optional[int] = None) -> Marginals:
+    """Exact (ancestral) sampling of the forward chain ``p(x^1..x^n | x^0)`` (eq. 13), or of the
+    reverse chain ``p(x^{n-1}..x^0 | x^n = y)`` with ``direction="reverse"`` (eq. 17).
+
+    Rao-Blackwellised: ``classes = mean_s p(x^n | x^{n-1}_s)`` is unbiased for
+    ``p(x^n | x^0)``.  ``ess`` equals ``num_samples``.  ``chunk_size`` bounds how many
+    particles are held at once (they are still vectorised within a chunk).
+    """
+    model = _target(net, check_direction(direction), x0 if direction == "forward" else None,
+                    y if direction == "reverse" else None)
+    return _particle_marginals(net, direction, model, None, num_samples, chunk_size, False, "ancestral")
+
+
+def importance_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: int,
+                         y: Optional[torch.Tensor] = None, *, direction: str = "forward",
+                         proposal: Optional[str] = None, chunk_size: Optional[int] = None) -> Marginals:
+    """Self-normalised importance sampling of the DCIM's marginals or posterior.
+
+    Forward: ``x0`` given; with ``y`` the target is the posterior
+    ``p(x^1..x^{n-1} | x^0, x^n = y)`` and ``log_evidence`` estimates ``log p(y | x^0)``;
+    without, the target is ``p(x^1..x^n | x^0)`` (hidden and class marginals).
+    Reverse: ``y`` given; with ``x0`` the posterior of the reverse chain and
+    ``log p(x^0 | y)``; without, ``p(x^k | y)`` down to the image.
+
+    ``proposal``: ``"mean_field"`` (the forward mean-field guide, eq. 14; the default
+    when ``x0`` is given), ``"reverse_mean_field"`` (the default otherwise),
+    ``"forward"`` or ``"reverse"`` (the prior chains).  Log-weights are per image,
+    ``(num_samples, batch)``, in ``.log_weights``; ``.ess`` is ``1 / Σ_s w̄_s²``.
+    """
+    check_direction(direction)
+    proposal = proposal or ("mean_field" if x0 is not None else "reverse_mean_field")
+    observed_end = (y if direction == "forward" else x0) is not None
+    return _particle_marginals(net, direction, _target(net, direction, x0, y), _proposal(net, proposal, x0, y),
+                               num_samples, chunk_size, observed_end, "importance")
+
+
+def importance_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples: int, *,
+                              proposal: str = "mean_field", chunk_size: Optional[int] = None) -> LogLikelihood:
+    """Importance-sampling estimate of ``log p(x^0 | x^n = y)`` under the reverse model (eq. 17).
+
+    ``log p̂ = log mean_s p(x^0, h_s | y) / q(h_s)`` with ``h_s ~ q``, by default the
+    forward mean-field guide given ``x^0`` (``proposal="forward"`` uses the forward
+    chain itself).  The estimate is biased low by Jensen, consistently; its standard
+    error is the delta method's ``sqrt((S/ESS − 1) / (S − 1))``.
+    """
+    m = importance_marginals(net, x0, num_samples, y, direction="reverse", proposal=proposal, chunk_size=chunk_size)
+    stderr = ((num_samples / m.ess - 1).clamp_min(0) / max(num_samples - 1, 1)).sqrt()
+    return LogLikelihood(m.log_evidence, stderr, m.ess)
