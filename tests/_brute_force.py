@@ -8,11 +8,21 @@ plate, and the model's own log-probabilities are summed.
 from __future__ import annotations
 
 import pyro
+import pytest
 import torch
 from pyro import poutine
 
 from pyro_dcim import DCIM
 from pyro_dcim.pyro_models import hidden_site
+
+
+@pytest.fixture(autouse=False)
+def single_thread():
+    """Tiny tensors run far faster on one thread, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def random_net(spec, input_shape, units="01", seed=0, scale=1.0) -> DCIM:

@@ -2,16 +2,23 @@
 
 import pytest
 import torch
-from _brute_force import brute_force, random_batch, random_net
+from _brute_force import brute_force, random_batch, random_net, single_thread
 
-from pyro_dcim.inference import (LayerTooWideError, exact_log_likelihood, exact_marginals, exact_posterior,
-                                 mean_field_marginals)
+from pyro_dcim.inference import (
+    LayerTooWideError,
+    exact_log_likelihood,
+    exact_marginals,
+    exact_posterior,
+    mean_field_marginals,
+)
 from pyro_dcim.inference import exact as exact_module
 
 NETS = {
     "dense": ([4, 3, 3], (5,)),
     "conv": ([(2, 1, 2, 0), (2, 1, 1, 0), 3, 2], (1, 3, 3)),   # x1: 2x2x2, x2: 1x1x1, x3: 3
 }
+
+pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 
 @pytest.fixture(params=[(name, units) for name in NETS for units in ("01", "pm1")], ids=lambda p: "-".join(p))

@@ -10,16 +10,25 @@ check that most images pass that bar, so the count is not vacuous).
 
 import pytest
 import torch
-from _brute_force import random_batch, random_net
+from _brute_force import random_batch, random_net, single_thread
 
-from pyro_dcim.inference import (ancestral_marginals, exact_log_likelihood, exact_marginals, exact_posterior,
-                                 importance_log_likelihood, importance_marginals, mean_field_marginals)
+from pyro_dcim.inference import (
+    ancestral_marginals,
+    exact_log_likelihood,
+    exact_marginals,
+    exact_posterior,
+    importance_log_likelihood,
+    importance_marginals,
+    mean_field_marginals,
+)
 from pyro_dcim.inference.sampling import _WeightedMoments
 
 # Large weights (σ = 2): see test_mean_field_is_visibly_wrong_on_these_nets.
 NETS = [([4, 3, 3], (6,), "01", 0), ([4, 3, 3], (6,), "01", 1), ([3, 4, 2, 3], (5,), "01", 2),
         ([4, 3, 3], (6,), "pm1", 3), ([(2, 1, 2, 0), 3, 3], (1, 3, 3), "01", 4)]
 SAMPLES, BATCH, MIN_ESS = 3000, 6, 50
+
+pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +133,8 @@ def test_log_weights_are_per_image(cases):
     assert torch.allclose(est.ess, 1 / (w ** 2).sum(0))
     assert ((est.ess >= 1) & (est.ess <= SAMPLES)).all()
     assert est.ess.unique().numel() == BATCH          # not one weight shared by the batch
-    assert torch.allclose(est.log_evidence, torch.logsumexp(est.log_weights, 0) - torch.log(torch.tensor(float(SAMPLES))))
+    assert torch.allclose(est.log_evidence,
+                          torch.logsumexp(est.log_weights, 0) - torch.log(torch.tensor(float(SAMPLES))))
 
 
 def test_streamed_moments_equal_one_pass():

@@ -52,13 +52,13 @@ def summary(idata: "arviz.InferenceData", var_names: Optional[Sequence[str]] = N
 def _per_variable(dataset, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for name, v in like.items():
-        values = torch.as_tensor(np.asarray(dataset[name].values), dtype=v.dtype, device=v.device)
+        values = torch.as_tensor(np.array(dataset[name].values), dtype=v.dtype, device=v.device)
         out[name] = values.reshape(v.shape[2:])
     return out
 
 
 def _draws_of(idata: "arviz.InferenceData") -> dict[str, torch.Tensor]:
-    return {name: torch.as_tensor(np.asarray(idata.posterior[name].values)) for name in idata.posterior.data_vars}
+    return {name: torch.as_tensor(np.array(idata.posterior[name].values)) for name in idata.posterior.data_vars}
 
 
 def rhat(idata: "arviz.InferenceData") -> dict[str, torch.Tensor]:
@@ -129,7 +129,9 @@ def plot_trace_rank(idata: "arviz.InferenceData", path: str | Path, image: int =
     small = {name: posterior[name].isel(image=image).isel({f"{name}_unit": slice(0, units)}).values
              for name in posterior.data_vars}
     subset = az.from_dict(posterior=small, dims={name: [f"{name}_unit"] for name in small})
-    axes = az.plot_trace(subset, kind="rank_bars", compact=False, show=False)
+    with warnings.catch_warnings():   # arviz 0.23 uses a matplotlib API deprecated in 3.11
+        warnings.simplefilter("ignore", DeprecationWarning)
+        axes = az.plot_trace(subset, kind="rank_bars", compact=False, show=False)
     fig = np.asarray(axes).flat[0].figure
     path = Path(path)
     fig.savefig(path, dpi=80)
