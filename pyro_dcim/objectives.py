@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .model import DCIM
 
 __all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss",
-           "reverse_nll", "OBJECTIVES", "get_objective"]
+           "reverse_nll", "class_reverse_nll", "OBJECTIVES", "get_objective"]
 
 
 @dataclass
@@ -55,6 +55,20 @@ def reverse_nll(image_logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     return bce.flatten(1).sum(1)
 
 
+def class_reverse_nll(net: DCIM, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``-log p(x^0 | x^n = y)`` per image under the reverse mean field, shape ``(batch,)``.
+
+    Equals :func:`reverse_nll` of ``net.reverse_mean_field(y).logits`` but uses that
+    the image logits ``l`` depend on the class only: ``Σ_j softplus(l_j) - x_j l_j``
+    is a per-class constant minus one ``(batch × pixels) · (pixels × classes)``
+    product, so no per-image pass or per-pixel loss is formed.
+    """
+    classes = torch.arange(net.num_classes, device=y.device)
+    logits = net.reverse_mean_field(classes).logits.flatten(1)  # (C, D)
+    log_z = F.softplus(logits).sum(1)
+    return log_z[y] - (x0.flatten(1) @ logits.T).gather(1, y[:, None]).squeeze(1)
+
+
 def _combine(net: DCIM, logits: torch.Tensor, y: torch.Tensor, rev_sum: torch.Tensor,
              reverse_weight: float, reduction: str, train_reverse: bool) -> ObjectiveParts:
     if reduction not in ("mean", "sum"):
@@ -78,7 +92,7 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *,
     logits = net(x0)
     if report_reverse:
         with torch.no_grad():
-            rev = reverse_nll(net.reverse_mean_field(y).logits, x0)
+            rev = class_reverse_nll(net, x0, y)
     else:
         rev = logits.new_full((1,), float("nan"))
     return _combine(net, logits, y, rev, 0.0, "mean", train_reverse=False)
@@ -88,7 +102,7 @@ def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_
                        reduction: str = "mean", **_: object) -> ObjectiveParts:
     """Eq. (21): ``-log p(x^n | x^0) - w · log p(x^0 | x^n)``, both by mean field."""
     logits = net(x0)
-    rev = reverse_nll(net.reverse_mean_field(y).logits, x0)
+    rev = class_reverse_nll(net, x0, y)
     return _combine(net, logits, y, rev, reverse_weight, reduction, train_reverse=True)
 
 
