@@ -138,12 +138,18 @@ class DCIM(nn.Module):
                 return self._reverse_from(self.class_state(y), n)
             if y.dim() == 0 or y.numel() == 0:
                 return self._reverse_from(self.class_state(y), n)
-            per_class = self._reverse_from(self.class_state(torch.arange(self.num_classes, device=y.device)), n)
+            per_class = self.class_reverse_mean_field()
             return ReverseMeanField([h[y] for h in per_class.hidden], [a[y] for a in per_class.preactivations],
                                     per_class.logits[y])
         if not 1 <= layer < n:
             raise ValueError(f"layer must be a hidden layer 1..{n - 1} (or {n}, the class), got {layer}")
         return self._reverse_from(y, layer)
+
+    def class_reverse_mean_field(self) -> ReverseMeanField:
+        """The reverse pass from every class at once: row ``c`` of each result is ``ν^k`` given
+        ``x^n = c``, shared by every image of that class."""
+        eye = torch.eye(self.num_classes, dtype=self.input_bias.dtype, device=self.input_bias.device)
+        return self._reverse_from(eye, self.num_layers)
 
     def _reverse_from(self, h: torch.Tensor, k: int) -> ReverseMeanField:
         hidden, pre = [], []

@@ -63,18 +63,17 @@ def class_reverse_nll(net: DCIM, x0: torch.Tensor, y: torch.Tensor) -> torch.Ten
     is a per-class constant minus one ``(batch × pixels) · (pixels × classes)``
     product, so no per-image pass or per-pixel loss is formed.
     """
-    classes = torch.arange(net.num_classes, device=y.device)
-    logits = net.reverse_mean_field(classes).logits.flatten(1)  # (C, D)
+    logits = net.class_reverse_mean_field().logits.flatten(1)  # (C, D)
     log_z = F.softplus(logits).sum(1)
     return log_z[y] - (x0.flatten(1) @ logits.T).gather(1, y[:, None]).squeeze(1)
 
 
 def _combine(net: DCIM, logits: torch.Tensor, y: torch.Tensor, rev_sum: torch.Tensor,
              reverse_weight: float, reduction: str, train_reverse: bool) -> ObjectiveParts:
+    """``rev_sum``: the batch mean of ``-log p(x^0 | ·)`` summed over pixels."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' (per pixel) or 'sum', got {reduction!r}")
     forward = F.cross_entropy(logits, y)
-    rev_sum = rev_sum.mean()
     rev_pixel = rev_sum / net.num_pixels
     total = forward
     if train_reverse:
@@ -92,9 +91,9 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *,
     logits = net(x0)
     if report_reverse:
         with torch.no_grad():
-            rev = class_reverse_nll(net, x0, y)
+            rev = class_reverse_nll(net, x0, y).mean()
     else:
-        rev = logits.new_full((1,), float("nan"))
+        rev = logits.new_tensor(float("nan"))
     return _combine(net, logits, y, rev, 0.0, "mean", train_reverse=False)
 
 
@@ -102,7 +101,7 @@ def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_
                        reduction: str = "mean", **_: object) -> ObjectiveParts:
     """Eq. (21): ``-log p(x^n | x^0) - w · log p(x^0 | x^n)``, both by mean field."""
     logits = net(x0)
-    rev = class_reverse_nll(net, x0, y)
+    rev = class_reverse_nll(net, x0, y).mean()
     return _combine(net, logits, y, rev, reverse_weight, reduction, train_reverse=True)
 
 
@@ -121,8 +120,12 @@ def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: O
         raise ValueError(f"the sampled layer must be a hidden layer 1..{n - 1}, got {k}")
     mf = net.forward_mean_field(x0)
     probs = torch.sigmoid(net.units.bit_logits(mf.preactivations[k - 1].detach()))
-    x_tilde = net.units.state(torch.bernoulli(probs, generator=generator))
-    rev = reverse_nll(net.reverse_mean_field(x_tilde, layer=k).logits, x0)
+    # u < p is an exact Bernoulli(p) draw and about twice as fast as torch.bernoulli on CPU
+    u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
+    x_tilde = net.units.state((u < probs).to(probs.dtype))
+    image_logits = net.reverse_mean_field(x_tilde, layer=k).logits
+    # the batch mean straight from the fused loss: no per-pixel tensor is kept for backward
+    rev = F.binary_cross_entropy_with_logits(image_logits, x0, reduction="sum") / x0.shape[0]
     return _combine(net, mf.logits, y, rev, reverse_weight, reduction, train_reverse=True)
 
 
