@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import DCIM
+from .validation import check_labels
 
 __all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss",
            "reverse_nll", "class_reverse_nll", "OBJECTIVES", "get_objective"]
@@ -88,6 +89,7 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *,
     The reverse parts are reported (computed without gradient) unless
     ``report_reverse=False``; they never enter ``total``.
     """
+    check_labels(y, net.num_classes)
     logits = net(x0)
     if report_reverse:
         with torch.no_grad():
@@ -100,6 +102,7 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *,
 def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_weight: float = 1.0,
                        reduction: str = "mean", **_: object) -> ObjectiveParts:
     """Eq. (21): ``-log p(x^n | x^0) - w · log p(x^0 | x^n)``, both by mean field."""
+    check_labels(y, net.num_classes)
     logits = net(x0)
     rev = class_reverse_nll(net, x0, y).mean()
     return _combine(net, logits, y, rev, reverse_weight, reduction, train_reverse=True)
@@ -114,6 +117,7 @@ def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: O
     mean field below it; it is detached, so no gradient flows through the sample
     and ``b^k`` gets none from the reverse term.
     """
+    check_labels(y, net.num_classes)
     n = net.num_layers
     k = n - 1 if layer is None else layer
     if not 1 <= k < n:
