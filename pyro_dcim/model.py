@@ -17,6 +17,7 @@ from . import pyro_models
 from .layers import make_layer
 from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
+from .validation import check_images, check_labels, check_state
 
 __all__ = ["DCIM", "ForwardMeanField", "ReverseMeanField"]
 
@@ -99,6 +100,7 @@ class DCIM(nn.Module):
         ``upto=k`` stops after layer ``k``'s pre-activation (the class logits are
         then empty), which the sampled-layer objective uses.
         """
+        check_images(x0, self.input_shape)
         n = self.num_layers
         upto = n if upto is None else upto
         h = self.units.state(x0)
@@ -118,7 +120,8 @@ class DCIM(nn.Module):
     # -- reverse chain -------------------------------------------------------
     def class_state(self, y: torch.Tensor) -> torch.Tensor:
         """``ν^n``: one-hot rows for class indices, or class probabilities as given."""
-        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        if not y.is_floating_point():
+            check_labels(y, self.num_classes)
             return F.one_hot(y.long(), self.num_classes).to(self.input_bias.dtype)
         if y.shape[-1] != self.num_classes:
             raise ValueError(f"class probabilities must have {self.num_classes} columns, got shape {tuple(y.shape)}")
@@ -138,12 +141,20 @@ class DCIM(nn.Module):
                 return self._reverse_from(self.class_state(y), n)
             if y.dim() == 0 or y.numel() == 0:
                 return self._reverse_from(self.class_state(y), n)
-            per_class = self._reverse_from(self.class_state(torch.arange(self.num_classes, device=y.device)), n)
+            check_labels(y, self.num_classes)
+            per_class = self.class_reverse_mean_field()
             return ReverseMeanField([h[y] for h in per_class.hidden], [a[y] for a in per_class.preactivations],
                                     per_class.logits[y])
         if not 1 <= layer < n:
             raise ValueError(f"layer must be a hidden layer 1..{n - 1} (or {n}, the class), got {layer}")
+        check_state(y, self.shapes[layer], layer)
         return self._reverse_from(y, layer)
+
+    def class_reverse_mean_field(self) -> ReverseMeanField:
+        """The reverse pass from every class at once: row ``c`` of each result is ``ν^k`` given
+        ``x^n = c``, shared by every image of that class."""
+        eye = torch.eye(self.num_classes, dtype=self.input_bias.dtype, device=self.input_bias.device)
+        return self._reverse_from(eye, self.num_layers)
 
     def _reverse_from(self, h: torch.Tensor, k: int) -> ReverseMeanField:
         hidden, pre = [], []

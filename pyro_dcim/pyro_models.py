@@ -19,6 +19,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from .validation import check_images, check_labels
+
 if TYPE_CHECKING:
     from .model import DCIM
 
@@ -51,6 +53,9 @@ def forward_model(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = Non
     ``None``.  Returns the class (sampled or observed).
     """
     pyro.module(name, net)
+    check_images(x0, net.input_shape)
+    if y is not None:
+        check_labels(y, net.num_classes)
     units = net.units
     with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
         h = units.state(x0)
@@ -71,6 +76,8 @@ def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = Non
     Returns the image (sampled bits, or the observation).
     """
     pyro.module(name, net)
+    if x0 is not None:
+        check_images(x0, net.input_shape)
     units = net.units
     h = net.class_state(y)
     with pyro.plate(PLATE_NAME, h.shape[-2] if h.dim() > 1 else 1, dim=-1):

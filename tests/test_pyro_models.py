@@ -63,7 +63,7 @@ def test_consistency_of_tied_pair_eq_19_20(units):
                       + _log_z_bernoulli(W[0].T @ h1 + b[0], units))
             values.append(float((log_f - log_b + log_zf - log_zb).detach()))
         values = torch.tensor(values, dtype=torch.float64)
-        expected = float(onehot @ b[3] - x0 @ b[0])
+        expected = float((onehot @ b[3] - x0 @ b[0]).detach())
         assert torch.allclose(values, torch.full_like(values, expected), atol=1e-9)
 
 

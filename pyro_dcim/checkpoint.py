@@ -1,0 +1,109 @@
+"""Checkpoints: written atomically, and loadable into a rebuilt model with one call.
+
+    net = pyro_dcim.load_model("runs/dense-21")          # a run folder or a .pt file
+
+A checkpoint is a ``torch.save`` dict with ``"model"`` (:func:`model_state`: spec,
+input shape, units, state dict, library version) and whatever the trainer adds
+(optimiser, RNG states, epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from .model import DCIM
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "model_state",
+           "model_from_state", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit what it is loaded into."""
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def model_state(net: DCIM) -> dict[str, Any]:
+    """Everything needed to rebuild ``net``: its spec, input shape, units and parameters."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    return {"spec": net.spec, "input_shape": list(net.input_shape), "units": net.units.name,
+            "state_dict": state, "version": _version()}
+
+
+def model_from_state(state: dict[str, Any], map_location: Union[str, torch.device] = "cpu") -> DCIM:
+    """Rebuild a :class:`DCIM` from :func:`model_state`'s dict."""
+    try:
+        spec = [tuple(layer) if isinstance(layer, list) else layer for layer in state["spec"]]
+        net = DCIM.from_spec(spec, input_shape=state["input_shape"], units=state["units"])
+        net.load_state_dict(state["state_dict"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"not a pyro_dcim model state (missing {e})") from None
+    except RuntimeError as e:
+        raise CheckpointError(f"the stored parameters do not fit the stored spec: {e}") from None
+    saved = str(state.get("version", "?"))
+    if saved.split(".")[:2] != _version().split(".")[:2]:
+        raise CheckpointError(f"checkpoint written by pyro_dcim {saved}, this is {_version()}; "
+                              f"load it with pyro_dcim {saved} or retrain")
+    return net.to(map_location)
+
+
+def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: temporary file, flush, fsync, rename.
+
+    A crash at any moment leaves either the previous checkpoint or the new one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def _resolve(path: PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; give a run folder holding {CHECKPOINT_NAME} or a .pt file")
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """The checkpoint dict stored at ``path`` (a run folder or a file)."""
+    path = _resolve(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated or foreign files raise many types
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise CheckpointError(f"{path}: not a pyro_dcim checkpoint")
+    return checkpoint
+
+
+def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> DCIM:
+    """Rebuild the trained :class:`DCIM` stored in a run folder or checkpoint file."""
+    return model_from_state(load_checkpoint(path, map_location)["model"], map_location)

@@ -1,0 +1,54 @@
+"""Argument checks for the public API, with messages that say what to fix.
+
+Shape checks are always on (they cost nothing).  Value checks (pixels in [0, 1],
+no NaN, labels in range) read the data, which synchronises a GPU, so they follow
+Pyro's switch: on by default, off inside ``pyro.validation_enabled(False)``, which
+the training loop uses for its hot path after checking the dataset once.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from pyro.infer.util import is_validation_enabled
+
+__all__ = ["check_images", "check_labels", "check_state"]
+
+
+def check_images(x0: torch.Tensor, input_shape: Sequence[int], name: str = "x0") -> None:
+    """``x0`` must be ``(*batch, *input_shape)`` floats with values in [0, 1]."""
+    shape = tuple(input_shape)
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x0).__name__}")
+    if tuple(x0.shape[x0.dim() - len(shape):]) != shape or x0.dim() < len(shape):
+        raise ValueError(f"{name} has shape {tuple(x0.shape)}, but the network takes (batch, *{shape}); "
+                         "reshape the images or build the DCIM with a matching input_shape")
+    if not x0.is_floating_point():
+        raise TypeError(f"{name} must be floating point intensities in [0, 1], got {x0.dtype}; "
+                        "divide uint8 images by 255")
+    if is_validation_enabled() and x0.numel():
+        if torch.isnan(x0).any():
+            raise ValueError(f"{name} contains NaN")
+        lo, hi = float(x0.min()), float(x0.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{name} has values in [{lo:g}, {hi:g}]; images must be intensities in [0, 1] "
+                             "(read as p(pixel = 1)); rescale them, e.g. x / 255")
+
+
+def check_labels(y: torch.Tensor, num_classes: int, name: str = "y") -> None:
+    """``y`` must hold class indices ``0 .. num_classes - 1``."""
+    if y.is_floating_point():
+        raise TypeError(f"{name} must be integer class indices, got {y.dtype}")
+    if is_validation_enabled() and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{name} has class labels in [{lo}, {hi}], but the network has {num_classes} "
+                             f"classes (0..{num_classes - 1})")
+
+
+def check_state(h: torch.Tensor, shape: Sequence[int], layer: int) -> None:
+    """A state of hidden layer ``layer`` must end in that layer's shape."""
+    shape = tuple(shape)
+    if h.dim() < len(shape) or tuple(h.shape[h.dim() - len(shape):]) != shape:
+        raise ValueError(f"a state of layer {layer} must be shaped (batch, *{shape}), got {tuple(h.shape)}")
