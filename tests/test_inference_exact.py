@@ -108,3 +108,14 @@ def test_single_layer_net_is_an_rbm_and_needs_no_enumeration():
     ll = exact_log_likelihood(net, x0, y)
     expected = torch.distributions.Bernoulli(logits=net.reverse_mean_field(y).logits).log_prob(x0).sum(-1)
     _close(ll, expected.detach())
+
+
+def test_inputs_are_checked_at_the_public_api():
+    net = random_net([3, 2, 3], (4,))
+    x0, y = random_batch(net, 2)
+    with pytest.raises(ValueError, match=r"values in \[0, 2\]"):
+        exact_marginals(net, 2 * x0)
+    with pytest.raises(ValueError, match="class labels in"):
+        exact_posterior(net, x0, y + 3)
+    with pytest.raises(ValueError, match="has shape"):
+        exact_log_likelihood(net, x0[:, :3], y)

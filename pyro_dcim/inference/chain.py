@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
+from ..validation import check_images, check_labels
+
 if TYPE_CHECKING:
     from ..model import DCIM
 
@@ -62,6 +64,13 @@ class Chain:
 
     def numel(self, k: int) -> int:
         return int(torch.Size(self.net.shapes[k]).numel())
+
+    def check(self, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> None:
+        """The public checks of images and labels (value checks follow ``pyro.validation_enabled``)."""
+        if x0 is not None:
+            check_images(x0, self.net.input_shape)
+        if y is not None and not y.is_floating_point():
+            check_labels(y, self.net.num_classes)
 
     def start_state(self, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> torch.Tensor:
         """The observed start in the unit encoding: ``state(x^0)`` forward, ``onehot(y)`` reverse."""

@@ -46,7 +46,7 @@ def summary(idata: "arviz.InferenceData", var_names: Optional[Sequence[str]] = N
     """``az.summary``: mean, sd, HDI, MCSE (mean, sd), ESS (bulk, tail) and R-hat per quantity."""
     with warnings.catch_warnings():   # constant draws (units pinned at 0 or 1) give NaN diagnostics
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _az().summary(idata, var_names=list(var_names) if var_names else None, kind="all")
+        return _az().summary(idata, var_names=list(var_names) if var_names else None, kind="all", round_to="none")
 
 
 def _per_variable(dataset, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -129,8 +129,9 @@ def plot_trace_rank(idata: "arviz.InferenceData", path: str | Path, image: int =
     small = {name: posterior[name].isel(image=image).isel({f"{name}_unit": slice(0, units)}).values
              for name in posterior.data_vars}
     subset = az.from_dict(posterior=small, dims={name: [f"{name}_unit"] for name in small})
-    with warnings.catch_warnings():   # arviz 0.23 uses a matplotlib API deprecated in 3.11
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():   # arviz 0.23 uses a matplotlib API deprecated in 3.11;
+        warnings.simplefilter("ignore", DeprecationWarning)    # constant units have no density
+        warnings.filterwarnings("ignore", "Your data appears to have a single value", UserWarning)
         axes = az.plot_trace(subset, kind="rank_bars", compact=False, show=False)
     fig = np.asarray(axes).flat[0].figure
     path = Path(path)

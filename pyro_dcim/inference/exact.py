@@ -153,6 +153,7 @@ def exact_marginals(net: "DCIM", x0: Optional[torch.Tensor] = None, *, y: Option
     a hidden layer has more than ``max_units`` units.
     """
     enum = _Enumerator(net, direction, max_units)
+    enum.chain.check(x0, y)
     if not enum.chain.hidden:   # n = 1: the single conditional is factorised, mean field is exact
         return mean_field_marginals(net, x0, y=y, direction=direction)
     alphas = enum.alphas(enum.chain.start_state(x0, y))
@@ -173,6 +174,7 @@ def exact_posterior(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, *, direction
     ``log p(y | x^0)`` or ``log p(x^0 | y)`` respectively.
     """
     enum = _Enumerator(net, direction, max_units)
+    enum.chain.check(x0, y)
     if not enum.chain.hidden:
         raise ValueError("the net has no hidden layers: there is no posterior to compute")
     alphas = enum.alphas(enum.chain.start_state(x0, y))
@@ -193,6 +195,7 @@ def exact_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor,
     cross-entropy, as in the Pyro model); returns ``(batch,)`` nats.
     """
     enum = _Enumerator(net, "reverse", max_units)
+    enum.chain.check(x0, y)
     if not enum.chain.hidden:
         logits = net.reverse_mean_field(y).logits
         return -F.binary_cross_entropy_with_logits(logits, x0, reduction="none").flatten(1).sum(1)

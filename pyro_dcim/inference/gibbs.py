@@ -59,6 +59,7 @@ class DCIMGibbs(MCMCKernel):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.chain = Chain(net, direction)
+        self.chain.check(x0, y)
         if not self.chain.hidden:
             raise ValueError("the net has no hidden layers: there is nothing to sample")
         self.net, self.x0, self.y = net, x0, y
@@ -187,7 +188,8 @@ class DCIMGibbs(MCMCKernel):
 
 def gibbs_posterior(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples: int = 500,
                     warmup_steps: int = 200, num_chains: int = 4, *, direction: str = "forward",
-                    init: str = "prior", progress: bool = False) -> tuple[Marginals, "arviz.InferenceData"]:
+                    init: str = "prior", progress: bool = False,
+                    num_threads: Optional[int] = None) -> tuple[Marginals, "arviz.InferenceData"]:
     """Gibbs estimate of ``p(x^k_i = 1 | x^0, x^n = y)`` and its ArviZ ``InferenceData``.
 
     Runs :class:`DCIMGibbs` under ``pyro.infer.MCMC`` (one process; chains are a batch
@@ -196,14 +198,23 @@ def gibbs_posterior(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples:
     image's units (ArviZ).  ``extra`` holds ``seconds`` (sampling wall time) and
     ``seconds_per_ess`` per image.  The ``InferenceData`` posterior holds the sampled
     bits as ``x{k}`` with dims ``(chain, draw, image, x{k}_unit)``.
+
+    ``num_threads`` sets torch's intra-op threads while sampling (restored afterwards):
+    a sweep is many small operations, and on a busy CPU one thread can be far faster.
     """
     kernel = DCIMGibbs(net, x0, y, num_chains, direction=direction, init=init)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
                 disable_progbar=not progress, transforms={})
-    start = time.perf_counter()
-    with torch.no_grad():
-        mcmc.run()
-    seconds = time.perf_counter() - start
+    threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        start = time.perf_counter()
+        with torch.no_grad():
+            mcmc.run()
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
     draws = {name: v.movedim(0, 1) for name, v in mcmc.get_samples().items()}   # (chain, draw, batch, …)
     cond = kernel.conditional_draws()
     means, mcse, ess = diagnostics.mean_mcse_ess(cond)

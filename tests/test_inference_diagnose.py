@@ -1,0 +1,78 @@
+"""``python -m pyro_dcim.diagnose`` on a tiny trained run."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from _brute_force import single_thread
+
+from pyro_dcim import DCIM, discriminative_loss
+from pyro_dcim.checkpoint import model_state, save_checkpoint
+from pyro_dcim.data import load_dataset
+from pyro_dcim.diagnose import main
+
+pytestmark = pytest.mark.usefixtures(single_thread.__name__)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A 784-6-5-10 net trained for 25 Adam steps on the bundled subset, saved as a run."""
+    torch.manual_seed(0)
+    net = DCIM.from_spec([6, 5, 10], input_shape=(1, 28, 28))
+    x, y = load_dataset("mnist-subset", split="train")
+    x, y = x[:1024], y[:1024]
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    first = None
+    for step in range(25):
+        idx = torch.arange(step * 64, (step + 1) * 64) % len(x)
+        loss = discriminative_loss(net, x[idx], y[idx], report_reverse=False).total
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first                                   # it did train
+    folder = tmp_path_factory.mktemp("run")
+    save_checkpoint(folder / "checkpoint.pt", {"model": model_state(net)})
+    (folder / "config.json").write_text(json.dumps({"dataset": "mnist-subset"}))
+    return folder
+
+
+def test_diagnose_prints_and_writes_the_summary(run_dir, tmp_path, capsys):
+    out = tmp_path / "diag"
+    code = main([str(run_dir), "--images", "2", "--chains", "3", "--samples", "60", "--warmup", "20",
+                 "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "per image" in text and "r_hat" in text and "mean-field" in text
+    summary = pd.read_csv(out / "summary.csv", index_col=0)
+    assert len(summary) == 2 * (6 + 5) and summary.index[0] == "x1[0, 0]"
+    assert {"mean", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"} <= set(summary.columns)
+    assert summary["mean"].between(0, 1).all()
+    per_image = pd.read_csv(out / "per_image.csv", index_col=0)
+    labels = load_dataset("mnist-subset", split="test")[1][:2]
+    assert per_image["label"].tolist() == labels.tolist() and (per_image["seconds_per_ess"] > 0).all()
+    layers = pd.read_csv(out / "layers.csv")
+    assert layers["layer"].tolist() == ["x1", "x2"] and layers["units"].tolist() == [6, 5]
+    assert (layers["max_abs_diff"] >= layers["mean_abs_diff"]).all() and (layers["max_abs_diff"] <= 1).all()
+    assert (out / "trace_rank.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_run_folder_is_one_line_and_status_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "nope"), "--images", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
+    # the same through the module entry point
+    proc = subprocess.run([sys.executable, "-m", "pyro_dcim.diagnose", str(tmp_path / "nope"), "--images", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+def test_folder_without_checkpoint_is_a_clean_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), "--images", "1"])
+    assert exc.value.code == 2 and "no checkpoint" in capsys.readouterr().err
