@@ -2,9 +2,9 @@
 
 With no arguments: the paper's dense 784-512-512-10 network, objective (21), on the
 bundled MNIST subset (8,000 training / last 2,000 as validation / 2,000 test images),
-written to ``runs/<timestamp>-dense-bidirectional/``.  Settings are merged in this
-order: :class:`~pyro_dcim.train.TrainConfig` defaults, then ``--config FILE`` (or the
-run's own ``config.json`` with ``--resume``), then the options given on the command line.
+written to runs/<timestamp>-dense-bidirectional/.  Settings are merged in this
+order: the defaults (pyro_dcim.train.TrainConfig), then --config FILE (or the run's
+own config.json with --resume), then the options given on the command line.
 
 Exit status: 0 done; 2 bad input (one line on stderr, nothing trained); 1 a non-finite
 loss; 130 / 143 stopped by SIGINT / SIGTERM after saving (the message says how to resume).
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--objective", choices=list(OBJECTIVES), help="discriminative: cross-entropy only; "
                        "bidirectional: eq. (21); sampled-layer: eq. (22) (default bidirectional)")
     model.add_argument("--reverse-weight", type=float, help=f"weight of the reverse term -log p(x^0|.) "
-                       f"(default {D.reverse_weight})")
+                       f"(default {D.reverse_weight:g}; 1 is the paper's unweighted sum (21))")
     model.add_argument("--reverse-reduction", choices=["mean", "sum"], help="reverse term as binary "
                        "cross-entropy per pixel (mean, the paper's number) or summed over pixels (default mean)")
     model.add_argument("--sample-layer", type=_optional_int, metavar="K", help="the layer x^K sampled by "
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "targets, threshold at 0.5, draw one Bernoulli sample per pixel once (sample) or at every "
                       "step (dynamic) (default none)")
     data.add_argument("--augment", choices=["shift", "none"], help="shift: translate each training image by "
-                      "up to ±2 pixels at random (about +1 point of accuracy on the subset; not in the paper); "
+                      "up to ±1 pixel at random (about +2 points of accuracy on the subset; not in the paper); "
                       "none (default shift)")
     data.add_argument("--val-size", type=_optional_int, metavar="N", help="validation = the last N training "
                       "images (default: 10,000 for MNIST/Fashion-MNIST, 2,000 for the subset)")

@@ -35,6 +35,10 @@ METRIC_COLUMNS = ("epoch", "train_acc", "val_acc", "forward_nll", "val_forward_n
                   "val_reverse_nll_sum", "loss", "lr", "seconds")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class RunDirError(ValueError):
     """A run folder that cannot be used: it holds another run, or cannot be written."""
 
@@ -91,6 +95,7 @@ def _clean(value: Any) -> Any:
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; metrics are for everyone to read
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

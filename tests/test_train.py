@@ -45,7 +45,7 @@ def test_short_run_learns_well_above_chance(tmp_path):
     # net's, whose b^0 already starts at the mean image
     assert last["val_reverse_nll_per_pixel"] < result.history[0]["val_reverse_nll_per_pixel"] < 0.35
     assert math.isclose(last["val_reverse_nll_sum"], 784 * last["val_reverse_nll_per_pixel"], rel_tol=1e-6)
-    assert result.summary["test_acc"] >= 0.75
+    assert result.summary["test_acc"] >= 0.75  # measured 0.80
     # the stored model is the trained one
     cfg = TrainConfig(**TINY)
     splits = load_splits(cfg, torch.device("cpu"))
@@ -139,3 +139,16 @@ def test_data_order_is_a_seeded_permutation_sharded_by_rank():
     shards = [shard_indices(perm, r, 3) for r in range(3)]
     assert all(len(s) == 3 for s in shards)
     assert len(set(torch.cat(shards).tolist())) == 9
+
+
+@pytest.mark.cuda
+def test_cuda_run_learns_and_resumes(tmp_path):
+    """The same loop on a GPU: data, generator and checkpoint all follow the device."""
+    cfg = dict(TINY, arch="32-32-10", objective="sampled-layer", device="cuda", augment="shift")
+    full = train(TrainConfig(**cfg, out=str(tmp_path / "full")), log=_quiet)
+    assert full.history[-1]["val_acc"] >= 0.75
+    assert next(full.net.parameters()).is_cuda
+    train(TrainConfig(**dict(cfg, epochs=3), out=str(tmp_path / "part")), log=_quiet)
+    resumed = train(TrainConfig(**dict(cfg, epochs=5), out=str(tmp_path / "part")), resume=True, log=_quiet)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+    assert load_model(tmp_path / "part").num_classes == 10
