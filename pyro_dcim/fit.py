@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .checkpoint import CheckpointError
@@ -117,6 +118,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool, bool]
     config_file = given.pop("config", None)
     settings = asdict(TrainConfig())
     if resume_dir is not None:
+        if not (Path(resume_dir) / "config.json").is_file():
+            raise RunDirError(f"cannot resume {resume_dir}: it holds no config.json, so it is not a run folder")
         settings.update(read_config(resume_dir))
         settings["out"] = resume_dir
     if config_file is not None:

@@ -474,7 +474,7 @@ def finish(net: DCIM, cfg: TrainConfig, data: Splits, run_dir: Path, history: li
     summary = {"epochs": len(history), "seconds": sum(r["seconds"] for r in history),
                **{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()},
                "n_train": len(data.train_x), "n_val": len(data.val_x), "n_test": len(data.test_x),
-               "run_dir": str(run_dir)}
+               "device": str(data.train_x.device), "threads": torch.get_num_threads(), "run_dir": str(run_dir)}
     if is_main:
         runs.write_json(run_dir / runs.SUMMARY_NAME, summary)
         if cfg.figures:
