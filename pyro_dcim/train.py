@@ -31,6 +31,7 @@ import torch
 from . import runs
 from .checkpoint import CheckpointError, load_checkpoint, model_from_state, model_state, save_checkpoint
 from .data import load_dataset
+from .init import data_dependent_init, init_input_bias
 from .model import DCIM
 from .objectives import OBJECTIVES, get_objective
 from .spec import SpecError
@@ -84,7 +85,7 @@ class TrainConfig:
     optimizer: str = "adam"                  # "adam" | "adamw" | "sgd" (momentum 0.9) | "rmsprop"
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None        # max global gradient norm
-    init_input_bias: str = "mean-image"      # b^0 = logit(mean training image) | "zero"
+    init: str = "data"                       # "data" (pyro_dcim.init) | "mean-image" (b^0 only) | "zero"
     seed: int = 0
     device: str = "auto"                     # "auto" | "cpu" | "cuda" | "cuda:N"
     out: Optional[str] = None                # run folder; None: runs/<timestamp>-<arch>-<objective>
@@ -103,7 +104,7 @@ class TrainConfig:
             (self.augment in ("none", "shift"), "augment must be 'none' or 'shift'"),
             (self.binarize in ("none", "threshold", "sample", "dynamic"),
              "binarize must be 'none', 'threshold', 'sample' or 'dynamic'"),
-            (self.init_input_bias in ("mean-image", "zero"), "init_input_bias must be 'mean-image' or 'zero'"),
+            (self.init in ("data", "mean-image", "zero"), "init must be 'data', 'mean-image' or 'zero'"),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
@@ -221,15 +222,6 @@ def load_splits(cfg: TrainConfig, device: torch.device) -> Splits:
 def build_model(cfg: TrainConfig, input_shape: tuple[int, ...]) -> DCIM:
     """The DCIM of ``cfg.arch`` (a paper network's name or a spec); a bad spec raises SpecError."""
     return DCIM.from_spec(cfg.arch, input_shape=input_shape, units=cfg.units)
-
-
-@torch.no_grad()
-def init_input_bias(net: DCIM, images: torch.Tensor) -> None:
-    """``b^0 = logit(mean training image)``: the reverse model starts at the average image, so
-    early training spends no steps learning the background (helps the generated images)."""
-    mean = images.mean(0).reshape(net.input_shape).clamp(1e-3, 1 - 1e-3)
-    scale = net.units.bit_logits(torch.ones(())).item()  # p(x^0=1) = σ(scale · b^0): 1 for 01, 2 for pm1
-    net.input_bias.copy_(torch.logit(mean) / scale)
 
 
 def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
@@ -379,8 +371,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         start_epoch, start_step = ckpt["position"]["epoch"], ckpt["position"]["step"]
         history, partial = ckpt["history"], ckpt["partial"]
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
-    elif cfg.init_input_bias == "mean-image":
-        init_input_bias(net, data.train_x)
+    elif cfg.init == "data":  # centred pre-activations: the deep {0,1} CNN otherwise starts on a plateau
+        data_dependent_init(net, data.train_x[:1024].reshape(-1, *net.input_shape).to(device))
+    elif cfg.init == "mean-image":
+        init_input_bias(net, data.train_x.reshape(-1, *net.input_shape))
     if is_main:
         runs.write_config(run_dir, asdict(cfg))
         runs.write_metrics(run_dir, history)
