@@ -71,6 +71,7 @@ class TrainConfig:
     reverse_weight: float = 10.0             # weight of -log p(x^0 | ·) in the loss (the paper's sum: 1)
     reverse_reduction: str = "mean"          # "mean": BCE per pixel (the paper's number) | "sum": nats per image
     sample_layer: Optional[int] = None       # k of (22); None = n-1
+    code_weight: float = 0.0                 # (22) + code_weight · -log p(x̃^{n-1} | class); 0 = the paper's (22)
     dataset: str = "mnist-subset"            # "mnist-subset" (bundled) | "mnist" | "fashion-mnist"
     data_dir: Optional[str] = None
     download: bool = False
@@ -115,6 +116,7 @@ class TrainConfig:
             (self.val_size is None or self.val_size >= 1, f"val size must be >= 1, got {self.val_size}"),
             (self.train_size is None or self.train_size >= 1, f"train size must be >= 1, got {self.train_size}"),
             (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            (self.code_weight >= 0, f"code weight must be >= 0, got {self.code_weight}"),
             (self.sample_layer is None or self.sample_layer >= 1,
              f"sample layer must be >= 1, got {self.sample_layer}"),
         ]
@@ -250,7 +252,7 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
 
 def objective_kwargs(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool) -> dict[str, Any]:
     return dict(reverse_weight=cfg.reverse_weight, reduction=cfg.reverse_reduction, layer=cfg.sample_layer,
-                generator=generator, report_reverse=report_reverse)
+                code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse)
 
 
 # -- evaluation -------------------------------------------------------------------------------
