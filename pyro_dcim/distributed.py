@@ -1,17 +1,18 @@
 """Multi-process training with ``torch.distributed`` (launched by ``torchrun``).
 
 ``torchrun --nproc_per_node=N -m pyro_dcim.fit ...`` sets ``RANK``, ``WORLD_SIZE`` and
-``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on GPUs, gloo on CPU).
-Every rank draws the same global batch order and takes its own equal slice of each
-global batch (:meth:`Context.shard`), so DistributedDataParallel's gradient average
-equals the gradient of one process on the whole batch.  Only the main rank writes.
+``LOCAL_RANK``; :func:`init` joins the process group (NCCL on GPUs, gloo on CPU) and
+picks this rank's device.  The training loop shards each epoch's permutation by
+stride (:func:`pyro_dcim.train.shard_indices`), so the ranks' batches of one step
+together are exactly one process's batch of ``N × batch_size`` images, and
+DistributedDataParallel's gradient average equals that process's gradient.  Only
+rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -20,65 +21,35 @@ from torch import nn
 from .model import DCIM
 from .objectives import ObjectiveParts
 
-__all__ = ["Context", "setup", "cleanup", "ObjectiveModule"]
+__all__ = ["rank_world", "init", "cleanup", "all_reduce_sum", "ObjectiveModule", "wrap"]
 
 
-@dataclass
-class Context:
-    """Where this process stands: ``rank`` of ``world_size``, its ``device``."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, batch_indices: torch.Tensor) -> torch.Tensor:
-        """This rank's slice of a global batch (equal sizes: the global batch is cut to a multiple)."""
-        if not self.distributed:
-            return batch_indices
-        per_rank = len(batch_indices) // self.world_size
-        return batch_indices[self.rank * per_rank:(self.rank + 1) * per_rank]
-
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.distributed:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` as torchrun sets them; ``(0, 1)`` for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def setup(device: str = "auto") -> Context:
-    """Join the process group if launched by ``torchrun``; pick this rank's device.
-
-    ``device``: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1)) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
-    return Context(rank, world_size, local_rank, dev)
+def init(device: torch.device) -> torch.device:
+    """Join the process group (once) and return this rank's device: ``cuda:LOCAL_RANK`` on GPUs."""
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        rank, world = rank_world()
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return device
 
 
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over ranks in place (a no-op outside a process group)."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
 
 
 class ObjectiveModule(nn.Module):
@@ -98,14 +69,14 @@ class ObjectiveModule(nn.Module):
         return self.objective(self.net, x0, y, **self.settings)
 
 
-def wrap(module: ObjectiveModule, ctx: Context, find_unused_parameters: Optional[bool] = None) -> nn.Module:
-    """DDP around ``module`` when distributed (unused parameters allowed: the discriminative
-    objective never touches ``b^0``), the module itself otherwise."""
-    if not ctx.distributed:
+def wrap(module: ObjectiveModule, device: torch.device, find_unused_parameters: bool) -> nn.Module:
+    """DDP around ``module`` in a distributed run, the module itself otherwise.
+
+    ``find_unused_parameters``: the discriminative objective never touches ``b^0``.
+    """
+    if not dist.is_initialized():
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids,
-                                   find_unused_parameters=True if find_unused_parameters is None
-                                   else find_unused_parameters)
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import distributed
 from .checkpoint import CheckpointError
 from .data import DATASETS, DataError
 from .objectives import OBJECTIVES
@@ -154,6 +155,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainingInterrupted as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return e.exit_code
+    finally:
+        distributed.cleanup()  # a no-op unless launched by torchrun
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from . import runs
+from . import distributed, runs
 from .checkpoint import CheckpointError, load_checkpoint, model_from_state, model_state, save_checkpoint
 from .data import load_dataset
 from .init import data_dependent_init, init_input_bias
@@ -168,15 +168,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r}; use auto, cpu or cuda")
     return device
-
-
-def distributed_rank_world() -> tuple[int, int]:
-    """``(rank, world_size)`` as torchrun sets them; ``(0, 1)`` for a plain process.
-
-    The seam for DDP (issue 7): ranks shard each epoch's permutation with
-    :func:`shard_indices`, and only rank 0 writes files.
-    """
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -339,8 +330,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         # intra-op threads spin-wait: on 2 shared cores, 2 threads ran the dense net 10-20x slower
         # than 1 whenever another process was busy (measured 0.9 s vs 7-21 s per epoch)
         torch.set_num_threads(cfg.threads)
-    rank, world_size = distributed_rank_world()
+    rank, world_size = distributed.rank_world()
     is_main = rank == 0
+    if world_size > 1:
+        device = distributed.init(device)
     data = load_splits(cfg, device)
     seed_everything(cfg.seed)  # the initial weights
     net = build_model(cfg, tuple(data.train_x.shape[1:])).to(device)
@@ -389,6 +382,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
                 "history": history, "config": asdict(cfg),
                 "data_order": {"scheme": "randperm(seed * 1000003 + epoch)", "seed": cfg.seed}})
 
+    # the loss as one module, so DistributedDataParallel (when launched by torchrun) syncs its gradients;
+    # the discriminative net's reverse loss is measured in the eval pass, not per step
+    model = distributed.wrap(
+        distributed.ObjectiveModule(net, objective, **objective_kwargs(cfg, generator, report_reverse=False)),
+        device, find_unused_parameters=cfg.objective == "discriminative")
     n_train = len(data.train_x)
     steps_per_epoch = math.ceil(n_train // world_size / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
@@ -411,8 +409,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
                 lr = lr_at(cfg, (epoch * steps_per_epoch + step) / total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                # the discriminative net's reverse loss is measured in the eval pass, not per step
-                parts = objective(net, x, y, **objective_kwargs(cfg, generator, report_reverse=False))
+                parts = model(x, y)
                 if not torch.isfinite(parts.total):
                     raise NonFiniteLossError(
                         f"non-finite loss ({parts.total.item()}) at epoch {epoch + 1}, step {step + 1} of "
@@ -440,6 +437,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
                 bar.close()
 
             # -- end of epoch: reduce (a no-op on one process; all_reduce under DDP), evaluate, log, save --
+            if world_size > 1:
+                sums = distributed.all_reduce_sum(sums)
             correct, fwd, rev_px, rev_sum, total = (sums[1:] / sums[0]).tolist()
             lr = lr_at(cfg, ((epoch + 1) * steps_per_epoch - 1) / total_steps)
             val = evaluate(net, cfg, data.val_x, data.val_y)

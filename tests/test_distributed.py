@@ -1,47 +1,21 @@
-"""DistributedDataParallel on CPU (gloo, 2 processes) equals one process on the combined batch."""
+"""torchrun with 2 gloo processes on CPU: the parameters equal one process on the combined batch,
+and the run folder is written once."""
 
+import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
-import pytest
 import torch
-import torch.multiprocessing as mp
 
-from pyro_dcim import DCIM
-from pyro_dcim.distributed import Context, ObjectiveModule, cleanup, setup, wrap
-from pyro_dcim.objectives import get_objective
+from pyro_dcim.checkpoint import load_checkpoint
+from pyro_dcim.train import epoch_permutation, shard_indices
 
-SPEC, SHAPE, STEPS, BATCH = [(3, 2, 4), 12, 4], (1, 8, 8), 4, 16
-
-
-def _data():
-    g = torch.Generator().manual_seed(1)
-    return torch.rand(STEPS * BATCH, *SHAPE, generator=g), torch.randint(0, 4, (STEPS * BATCH,), generator=g)
-
-
-def _train(ctx: Context, objective: str) -> dict:
-    torch.manual_seed(0)
-    net = DCIM.from_spec(SPEC, SHAPE)
-    model = wrap(ObjectiveModule(net, get_objective(objective)), ctx)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    x, y = _data()
-    for step in range(STEPS):
-        idx = ctx.shard(torch.arange(step * BATCH, (step + 1) * BATCH))
-        opt.zero_grad()
-        model(x[idx], y[idx]).total.backward()
-        opt.step()
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
-def _worker(rank: int, port: int, objective: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    ctx = setup("cpu")
-    state = _train(ctx, objective)
-    if ctx.is_main:
-        torch.save(state, out)
-    cleanup()
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--arch", "(3,2,4) 12 10", "--train-size", "256", "--val-size", "64", "--epochs", "2", "--augment", "none",
+        "--device", "cpu", "--no-figures", "--objective", "bidirectional", "--lr", "0.01"]
 
 
 def _free_port() -> int:
@@ -50,22 +24,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("objective", ["bidirectional", "discriminative"])
-def test_two_gloo_processes_equal_one_process_on_the_combined_batch(tmp_path, objective):
-    out = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(_free_port(), objective, out), nprocs=2, join=True)
-    ddp = torch.load(out)
-    single = _train(Context(), objective)
-    for name, value in single.items():
-        assert torch.allclose(ddp[name], value, atol=1e-6), name
-    # and the run really moved the parameters
-    torch.manual_seed(0)
-    init = DCIM.from_spec(SPEC, SHAPE).state_dict()
-    assert not torch.allclose(init["layers.0.conv.weight"], single["layers.0.conv.weight"])
+def _fit(args, nproc=1):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "pyro_dcim.fit", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "-m", "pyro_dcim.fit", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
-def test_shard_cuts_equal_slices():
-    idx = torch.arange(10)
-    parts = [Context(rank=r, world_size=3).shard(idx) for r in range(3)]
-    assert [p.tolist() for p in parts] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-    assert torch.equal(Context().shard(idx), idx)
+def test_two_gloo_ranks_equal_one_process_on_the_combined_batch(tmp_path):
+    _fit([*ARGS, "--batch-size", "16", "--out", str(tmp_path / "ddp")], nproc=2)
+    _fit([*ARGS, "--batch-size", "32", "--out", str(tmp_path / "one")])
+    ddp, one = (load_checkpoint(tmp_path / name)["model"]["state_dict"] for name in ("ddp", "one"))
+    for name, value in one.items():
+        assert torch.allclose(ddp[name], value, atol=1e-5), name
+    assert not torch.allclose(ddp["layers.0.conv.weight"], ddp["layers.0.conv.weight"] * 0)
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]  # one writer: each epoch logged once
+    single = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(rows, single):  # training metrics are reduced over ranks: the same as one process
+        assert abs(a["train_acc"] - b["train_acc"]) < 1e-9 and abs(a["forward_nll"] - b["forward_nll"]) < 1e-4
+    assert not list((tmp_path / "ddp").glob("*.tmp"))
+
+
+def test_stride_shards_of_a_step_form_the_combined_batch():
+    perm = epoch_permutation(100, seed=3, epoch=1)
+    shards = [shard_indices(perm, r, 2) for r in range(2)]
+    for step in range(3):
+        union = torch.cat([s[step * 16:(step + 1) * 16] for s in shards])
+        assert sorted(union.tolist()) == sorted(perm[step * 32:(step + 1) * 32].tolist())
