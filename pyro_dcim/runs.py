@@ -1,0 +1,164 @@
+"""The run folder: creating it safely, ``config.json`` with versions, and the metrics files.
+
+A run folder holds ``config.json`` (the :class:`~pyro_dcim.train.TrainConfig` plus
+library versions and the command line), ``checkpoint.pt`` (written atomically by
+:func:`pyro_dcim.checkpoint.save_checkpoint`), ``metrics.jsonl`` and ``metrics.csv``
+(one row per epoch), ``summary.json`` (final validation and test numbers) and PNG
+figures.  Only the main process of a distributed run writes here (see ``train.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = ["RunDirError", "RUN_FILES", "prepare_run_dir", "versions", "write_json", "read_config",
+           "write_metrics", "append_metrics", "METRIC_COLUMNS"]
+
+CONFIG_NAME = "config.json"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+SUMMARY_NAME = "summary.json"
+#: files that mark a folder as holding a run (and that --overwrite removes)
+RUN_FILES = (CONFIG_NAME, "checkpoint.pt", METRICS_JSONL, METRICS_CSV, SUMMARY_NAME)
+#: CSV columns, in order; metrics.jsonl holds these keys and possibly more
+METRIC_COLUMNS = ("epoch", "train_acc", "val_acc", "forward_nll", "val_forward_nll",
+                  "reverse_nll_per_pixel", "val_reverse_nll_per_pixel", "reverse_nll_sum",
+                  "val_reverse_nll_sum", "loss", "lr", "seconds")
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class RunDirError(ValueError):
+    """A run folder that cannot be used: it holds another run, or cannot be written."""
+
+
+def prepare_run_dir(path: os.PathLike | str, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create ``path`` and prove it writable before any training starts.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it)
+    or ``overwrite`` (its run files, and only those, are deleted first).
+    """
+    run_dir = Path(path)
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume:
+        if not (run_dir / "checkpoint.pt").is_file():
+            raise RunDirError(f"cannot resume: {run_dir} holds no checkpoint.pt")
+    elif existing and not overwrite:
+        raise RunDirError(f"{run_dir} already holds a run ({', '.join(existing)}); "
+                          "pass --resume to continue it, --overwrite to replace it, or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resume:
+            for name in existing:
+                (run_dir / name).unlink()
+        # a full disk or a read-only folder must fail now, not after an hour of training
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise RunDirError(f"cannot write to run folder {run_dir}: {e.strerror or e}") from None
+    return run_dir
+
+
+def versions() -> dict[str, str]:
+    """Python, library and package versions, recorded in ``config.json``."""
+    import numpy
+    import pyro
+    import torch
+
+    from . import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
+            "numpy": numpy.__version__, "pyro_dcim": __version__, "platform": platform.platform(),
+            "cuda": str(torch.version.cuda)}
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; metrics are for everyone to read
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: os.PathLike | str, data: dict[str, Any]) -> None:
+    _atomic_write_text(Path(path), json.dumps({k: _clean(v) for k, v in data.items()}, indent=2) + "\n")
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """``config.json``: ``{"config": ..., "versions": ..., "command": ...}``; rerun with ``--config``."""
+    write_json(run_dir / CONFIG_NAME, {"config": config, "versions": versions(), "command": sys.argv})
+
+
+def read_config(path: os.PathLike | str) -> dict[str, Any]:
+    """The training settings in a ``config.json`` (a run folder is accepted too)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_NAME
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise RunDirError(f"cannot read config {path}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} does not hold a JSON object")
+    return data.get("config", data)
+
+
+def _csv_row(row: dict[str, Any]) -> list[str]:
+    return ["" if _clean(row.get(k)) is None else repr(row[k]) if isinstance(row[k], float) else str(row[k])
+            for k in METRIC_COLUMNS]
+
+
+def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n" for row in rows)
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` and ``metrics.csv`` from the whole history (used on resume,
+    so the files agree with the checkpoint whatever happened after its save)."""
+    _atomic_write_text(run_dir / METRICS_JSONL, _jsonl(history))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(METRIC_COLUMNS)
+    writer.writerows(_csv_row(row) for row in history)
+    _atomic_write_text(run_dir / METRICS_CSV, buf.getvalue())
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    """Append one epoch's row to both metrics files (creating them with a header)."""
+    jsonl, csv_path = run_dir / METRICS_JSONL, run_dir / METRICS_CSV
+    with open(jsonl, "a") as f:
+        f.write(_jsonl([row]))
+    new = not csv_path.exists()
+    with open(csv_path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(METRIC_COLUMNS)
+        writer.writerow(_csv_row(row))

@@ -1,0 +1,123 @@
+"""The command lines: errors exit 2 with one line, --config reruns, figures and sample grids (issue 4, 8)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from pyro_dcim import fit, sample
+
+TINY = ["--arch", "32-10", "--train-size", "400", "--val-size", "200", "--epochs", "2", "--batch-size", "50",
+        "--lr", "5e-3", "--no-figures"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line, no traceback
+    return err
+
+
+def _is_png(path, size=None):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and min(im.size) >= 100
+        return im.size
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], ["not found in", "nowhere", "--data-dir"]),
+    (["--arch", "(3,0,32) 10"], ["layer 1", "(3, 0, 32)"]),
+    (["--arch", "512-abc-10"], ["cannot read spec"]),
+    (["--arch", "64-3"], ["3 classes", "labels 0..9"]),
+    (["--epochs", "-1"], ["epochs must be >= 0"]),
+    (["--batch-size", "0"], ["batch size must be >= 1"]),
+    (["--lr", "0"], ["learning rate must be > 0"]),
+    (["--lr=-1e-3"], ["learning rate must be > 0"]),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert fit.main(argv + ["--out", str(tmp_path / "run")]) == 2
+    err = _error_line(capsys)
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_unknown_option_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        fit.main(["--epochz", "3"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --epochz" in _error_line(capsys)
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert fit.main(TINY + ["--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    assert "--device cuda" in _error_line(capsys)
+
+
+def test_existing_run_refused_then_config_reruns_it_identically(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert fit.main(TINY + ["--out", str(first)]) == 0
+    assert fit.main(TINY + ["--out", str(first)]) == 2
+    assert "already holds a run" in _error_line(capsys)
+    config = json.loads((first / "config.json").read_text())
+    assert {"python", "torch", "pyro", "pyro_dcim"} <= set(config["versions"])
+    assert config["config"]["arch"] == "32-10"
+    second = tmp_path / "second"
+    assert fit.main(["--config", str(first / "config.json"), "--out", str(second)]) == 0
+    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+             for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (first, second)]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+    assert {"epoch", "train_acc", "val_acc", "forward_nll", "reverse_nll_per_pixel", "reverse_nll_sum",
+            "seconds"} <= set(json.loads((first / "metrics.jsonl").read_text().splitlines()[0]))
+    header = (first / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,train_acc,val_acc,forward_nll")
+
+
+def test_figures_are_pngs_and_sample_regenerates_grids(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = [a for a in TINY if a != "--no-figures"]
+    assert fit.main(argv + ["--arch", "32-32-10", "--objective", "sampled-layer", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "final: val_acc" in out and "reverse loss" in out
+    for name in ("learning_curves.png", "samples_mean.png", "samples_sample-layer.png"):
+        _is_png(run / name)
+        (run / name).unlink()
+    for mode in ("mean", "sample-layer", "ancestral"):
+        assert sample.main([str(run), "--per-class", "3", "--mode", mode]) == 0
+        width, height = _is_png(run / f"samples_{mode}.png")
+        assert height > width  # 10 rows of 3
+        assert "class consistency" in capsys.readouterr().out
+    assert sample.main([str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in _error_line(capsys)
+
+
+def test_sigint_saves_and_resume_continues_to_the_same_metrics(tmp_path):
+    """Ctrl-C in a real process: exit 130 with the resume command, then --resume completes
+    the run with the metrics of an uninterrupted one (CPU, fixed seed)."""
+    slow = ["--arch", "64-64-10", "--train-size", "1000", "--val-size", "200", "--epochs", "4",
+            "--batch-size", "10", "--no-figures"]
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pyro_dcim.fit", *slow, "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"--resume {run}" in err
+    assert fit.main(["--resume", str(run)]) == 0
+    assert fit.main([*slow, "--out", str(tmp_path / "straight")]) == 0
+    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+             for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (run, tmp_path / "straight")]
+    assert rows[0] == rows[1] and len(rows[0]) == 4
