@@ -41,8 +41,12 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v, digits) for v in row) + " |" for row in rows]
+    """A Markdown table; pipes inside cells (``p(x | y)``) are escaped."""
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(header), "|" + "---|" * len(header)]
+    lines += [line([fmt(v, digits) for v in row]) for row in rows]
     return "\n".join(lines)
 
 
@@ -81,6 +85,7 @@ def load_run(path: str | os.PathLike) -> Run:
     path = Path(path)
     config_path = path / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = config.get("config", config)   # fit writes {"config": {...}, "versions": ...}
     net = load_model(path).eval()
     return Run(path, net, str(config.get("objective", path.name)), str(config.get("dataset", "mnist-subset")),
                config.get("data_dir"))
