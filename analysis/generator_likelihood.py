@@ -88,17 +88,25 @@ def plot_bounds(results: list[dict], path: Path) -> Path:
     return path
 
 
-def likelihood_summary(results: list[dict], kmax: int) -> str:
+def likelihood_summary(results: list[dict], ks: tuple[int, ...]) -> str:
+    kmax, kprev = ks[-1], ks[-2]
     lines = []
     for run in dict.fromkeys(r["run"] for r in results):
-        best = max((r for r in results if r["run"] == run and r["k"] == kmax), key=lambda r: r["estimate"])
-        k1 = next(r for r in results if r["run"] == run and r["k"] == 1 and r["proposal"] == best["proposal"])
-        gap = best["mf_nll"] - (-best["estimate"])
-        lines.append(f"{run}: −L_{kmax} = {-best['estimate']:.1f} nats ({PROPOSALS[best['proposal']]}; −L_1 = "
-                     f"{-k1['estimate']:.1f}), the mean-field loss {best['mf_nll']:.1f}, "
-                     f"{'above' if gap > 0 else 'below'} the IS value by {abs(gap):.1f} nats.")
+        mine = {(r["proposal"], r["k"]): r for r in results if r["run"] == run}
+        best = max((r for r in mine.values() if r["k"] == kmax), key=lambda r: r["estimate"])
+        prev = mine[(best["proposal"], kprev)]
+        lines.append(f"{run}: −L_{kmax} = {-best['estimate']:.1f} nats ({PROPOSALS[best['proposal']]}, mean ESS "
+                     f"{best['ess']:.2g} of {kmax}; still {best['estimate'] - prev['estimate']:.1f} nats lower than "
+                     f"−L_{kprev}), against a mean-field loss of {best['mf_nll']:.1f}.")
+    converged = all(r["ess"] > 0.1 * r["k"] for r in results if r["k"] == kmax)
+    verdict = ("The bounds have levelled off and the IS weights are healthy, so −L_K is close to the true value."
+               if converged else
+               "The weights are degenerate (ESS near 1) and the bounds still fall with every tenfold K: the forward "
+               "model is a poor proposal for the reverse model's posterior, so −L_K here is only an upper bound on "
+               "the true −log p(x^0 | y), not an estimate of it; the mean-field loss lies far below that bound and "
+               "is itself no bound in either direction, so how far it is from the truth stays open.")
     return ("Since E[L_K] ≤ log p(x^0 | y) for every K, −L_K is an upper bound on the true negative log-likelihood "
-            "that tightens as K grows; the mean-field loss is no bound at all. " + " ".join(lines))
+            "that tightens as K grows. " + " ".join(lines) + " " + verdict)
 
 
 def quality(s: dict, runs: list[_report.Run], out: Path) -> str:
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         "generated / real.")
     _report.write_markdown(args.out / "generator_likelihood.md", "The generator as a probabilistic model", [
         head, settings, lik_table, f"![K-sample bounds]({png.name})",
-        likelihood_summary(results, max(s["ks"])), orientation,
+        likelihood_summary(results, tuple(s["ks"])), orientation,
         "## Sample quality in numbers", quality_settings, quality(s, runs, args.out)])
     return 0
 
