@@ -44,6 +44,7 @@ class ObjectiveParts:
     reverse_nll_per_pixel: torch.Tensor
     reverse_nll_sum: torch.Tensor
     logits: torch.Tensor
+    code_nll: Optional[torch.Tensor] = None
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(getattr(self, k).detach()) for k in
@@ -109,28 +110,43 @@ def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_
 
 
 def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: Optional[int] = None,
-                       reverse_weight: float = 1.0, reduction: str = "mean",
+                       reverse_weight: float = 1.0, reduction: str = "mean", code_weight: float = 0.0,
                        generator: Optional[torch.Generator] = None, **_: object) -> ObjectiveParts:
     """Eq. (22): ``-log p(x^n | x^0) - w · log p(x^0 | x̃^k)``, ``x̃^k ~ p(x^k | x^0)``.
 
     ``x̃^k`` is one Bernoulli sample of layer ``k`` (default ``n-1``) given the
     mean field below it; it is detached, so no gradient flows through the sample
     and ``b^k`` gets none from the reverse term.
+
+    (22) never trains the reverse link from the class to the sampled layer,
+    ``p(x^{n-1} | x^n) = Π Bernoulli(σ(W^nᵀ x^n + b^{n-1}))``, which generation
+    samples from.  ``code_weight > 0`` (only for ``k = n-1``) adds
+    ``-code_weight · log p(x̃^{n-1} | x^n = y)`` so that link learns the codes the
+    reverse pass is trained on (a wake-phase term; reported as ``code_nll``, nats
+    per image).  The default 0 is the paper's objective.
     """
     check_labels(y, net.num_classes)
     n = net.num_layers
     k = n - 1 if layer is None else layer
     if not 1 <= k < n:
         raise ValueError(f"the sampled layer must be a hidden layer 1..{n - 1}, got {k}")
+    if code_weight and k != n - 1:
+        raise ValueError(f"code_weight needs the sampled layer to be n-1 = {n - 1}, got {k}")
     mf = net.forward_mean_field(x0)
     probs = torch.sigmoid(net.units.bit_logits(mf.preactivations[k - 1].detach()))
     # u < p is an exact Bernoulli(p) draw and about twice as fast as torch.bernoulli on CPU
     u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
-    x_tilde = net.units.state((u < probs).to(probs.dtype))
-    image_logits = net.reverse_mean_field(x_tilde, layer=k).logits
+    bits = (u < probs).to(probs.dtype)
+    image_logits = net.reverse_mean_field(net.units.state(bits), layer=k).logits
     # the batch mean straight from the fused loss: no per-pixel tensor is kept for backward
     rev = F.binary_cross_entropy_with_logits(image_logits, x0, reduction="sum") / x0.shape[0]
-    return _combine(net, mf.logits, y, rev, reverse_weight, reduction, train_reverse=True)
+    parts = _combine(net, mf.logits, y, rev, reverse_weight, reduction, train_reverse=True)
+    if code_weight:
+        code_logits = net.units.bit_logits(net.class_reverse_mean_field().preactivations[0])  # (C, *shape)
+        code = F.binary_cross_entropy_with_logits(code_logits[y], bits, reduction="sum") / x0.shape[0]
+        parts.total = parts.total + code_weight * code
+        parts.code_nll = code.detach()
+    return parts
 
 
 OBJECTIVES = {

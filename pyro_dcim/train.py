@@ -31,6 +31,7 @@ import torch
 from . import runs
 from .checkpoint import CheckpointError, load_checkpoint, model_from_state, model_state, save_checkpoint
 from .data import load_dataset
+from .init import data_dependent_init, init_input_bias
 from .model import DCIM
 from .objectives import OBJECTIVES, get_objective
 from .spec import SpecError
@@ -70,6 +71,7 @@ class TrainConfig:
     reverse_weight: float = 10.0             # weight of -log p(x^0 | ·) in the loss (the paper's sum: 1)
     reverse_reduction: str = "mean"          # "mean": BCE per pixel (the paper's number) | "sum": nats per image
     sample_layer: Optional[int] = None       # k of (22); None = n-1
+    code_weight: float = 0.0                 # (22) + code_weight · -log p(x̃^{n-1} | class); 0 = the paper's (22)
     dataset: str = "mnist-subset"            # "mnist-subset" (bundled) | "mnist" | "fashion-mnist"
     data_dir: Optional[str] = None
     download: bool = False
@@ -84,7 +86,7 @@ class TrainConfig:
     optimizer: str = "adam"                  # "adam" | "adamw" | "sgd" (momentum 0.9) | "rmsprop"
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None        # max global gradient norm
-    init_input_bias: str = "mean-image"      # b^0 = logit(mean training image) | "zero"
+    init: str = "data"                       # "data" (pyro_dcim.init) | "mean-image" (b^0 only) | "zero"
     seed: int = 0
     device: str = "auto"                     # "auto" | "cpu" | "cuda" | "cuda:N"
     out: Optional[str] = None                # run folder; None: runs/<timestamp>-<arch>-<objective>
@@ -103,7 +105,7 @@ class TrainConfig:
             (self.augment in ("none", "shift"), "augment must be 'none' or 'shift'"),
             (self.binarize in ("none", "threshold", "sample", "dynamic"),
              "binarize must be 'none', 'threshold', 'sample' or 'dynamic'"),
-            (self.init_input_bias in ("mean-image", "zero"), "init_input_bias must be 'mean-image' or 'zero'"),
+            (self.init in ("data", "mean-image", "zero"), "init must be 'data', 'mean-image' or 'zero'"),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
@@ -114,6 +116,7 @@ class TrainConfig:
             (self.val_size is None or self.val_size >= 1, f"val size must be >= 1, got {self.val_size}"),
             (self.train_size is None or self.train_size >= 1, f"train size must be >= 1, got {self.train_size}"),
             (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            (self.code_weight >= 0, f"code weight must be >= 0, got {self.code_weight}"),
             (self.sample_layer is None or self.sample_layer >= 1,
              f"sample layer must be >= 1, got {self.sample_layer}"),
         ]
@@ -223,15 +226,6 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, ...]) -> DCIM:
     return DCIM.from_spec(cfg.arch, input_shape=input_shape, units=cfg.units)
 
 
-@torch.no_grad()
-def init_input_bias(net: DCIM, images: torch.Tensor) -> None:
-    """``b^0 = logit(mean training image)``: the reverse model starts at the average image, so
-    early training spends no steps learning the background (helps the generated images)."""
-    mean = images.mean(0).reshape(net.input_shape).clamp(1e-3, 1 - 1e-3)
-    scale = net.units.bit_logits(torch.ones(())).item()  # p(x^0=1) = σ(scale · b^0): 1 for 01, 2 for pm1
-    net.input_bias.copy_(torch.logit(mean) / scale)
-
-
 def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
     """Translate each image by its own random offset of up to ``max_shift`` pixels (zero fill).
 
@@ -258,7 +252,7 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
 
 def objective_kwargs(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool) -> dict[str, Any]:
     return dict(reverse_weight=cfg.reverse_weight, reduction=cfg.reverse_reduction, layer=cfg.sample_layer,
-                generator=generator, report_reverse=report_reverse)
+                code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse)
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -379,8 +373,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         start_epoch, start_step = ckpt["position"]["epoch"], ckpt["position"]["step"]
         history, partial = ckpt["history"], ckpt["partial"]
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
-    elif cfg.init_input_bias == "mean-image":
-        init_input_bias(net, data.train_x)
+    elif cfg.init == "data":  # centred pre-activations: the deep {0,1} CNN otherwise starts on a plateau
+        data_dependent_init(net, data.train_x[:1024].reshape(-1, *net.input_shape).to(device))
+    elif cfg.init == "mean-image":
+        init_input_bias(net, data.train_x.reshape(-1, *net.input_shape))
     if is_main:
         runs.write_config(run_dir, asdict(cfg))
         runs.write_metrics(run_dir, history)

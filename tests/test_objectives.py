@@ -105,3 +105,27 @@ def test_sampled_layer_reverse_term_is_the_reverse_pass_from_the_sample():
     logits = net.reverse_mean_field(2 * bits - 1, layer=2).logits
     expected = F.binary_cross_entropy_with_logits(logits, x0, reduction="none").sum(1).mean()
     assert torch.isclose(parts.reverse_nll_sum, expected)
+
+
+def test_code_term_trains_the_class_to_code_link():
+    torch.manual_seed(4)
+    net = DCIM.from_spec([6, 5, 3], input_shape=(8,)).double()
+    x0, y = _batch((8,), n=10, classes=3)
+    x0 = x0.double()
+    b2 = "layers.1.linear.bias"  # b^{n-1}: untouched by (22)'s reverse term, trained by the code term
+    net.zero_grad()
+    sampled_layer_loss(net, x0, y, generator=torch.Generator().manual_seed(0)).total.backward()
+    without = net.layers[1].linear.bias.grad.clone()
+    net.zero_grad()
+    parts = sampled_layer_loss(net, x0, y, code_weight=1.0, generator=torch.Generator().manual_seed(0))
+    parts.total.backward()
+    assert not torch.allclose(net.layers[1].linear.bias.grad, without), b2
+    # the reported code NLL is -log p(x̃^2 | y) with x̃^2 drawn exactly as the loss draws it
+    a2 = net.forward_mean_field(x0).preactivations[1]
+    u = torch.rand(a2.shape, generator=torch.Generator().manual_seed(0), dtype=a2.dtype)
+    bits = (u < torch.sigmoid(a2)).double()
+    code_logits = net.class_reverse_mean_field().preactivations[0][y]
+    expected = F.binary_cross_entropy_with_logits(code_logits, bits, reduction="sum") / 10
+    assert torch.isclose(parts.code_nll, expected)
+    with pytest.raises(ValueError, match="code_weight"):
+        sampled_layer_loss(net, x0, y, layer=1, code_weight=1.0)
