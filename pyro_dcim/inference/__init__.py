@@ -8,11 +8,13 @@ Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
   enumeration over each layer's ``2^{m_k}`` states (narrow layers);
 * :func:`ancestral_marginals`, :func:`importance_marginals`,
   :func:`importance_log_likelihood` — vectorised Monte Carlo with the Pyro models;
+* :func:`importance_bounds`, :func:`k_sample_bounds` — K-sample bounds on ``log p(x^0 | y)``;
 * :class:`DCIMGibbs`, :func:`gibbs_posterior` — a Gibbs kernel for ``pyro.infer.MCMC``;
 * :mod:`.diagnostics` — ArviZ summaries, R-hat, ESS, MCSE, trace/rank plots.
 """
 
 from . import diagnostics
+from .bounds import KSampleBound, importance_bounds, k_sample_bounds
 from .exact import DEFAULT_MAX_UNITS, LayerTooWideError, exact_log_likelihood, exact_marginals, exact_posterior
 from .gibbs import DCIMGibbs, gibbs_posterior
 from .marginals import Marginals
@@ -23,5 +25,6 @@ __all__ = [
     "Marginals", "mean_field_marginals",
     "exact_marginals", "exact_posterior", "exact_log_likelihood", "LayerTooWideError", "DEFAULT_MAX_UNITS",
     "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood",
+    "KSampleBound", "importance_bounds", "k_sample_bounds",
     "DCIMGibbs", "gibbs_posterior", "diagnostics",
 ]

@@ -1,0 +1,195 @@
+"""The analysis scripts end to end on tiny settings, and the estimators they report against exact values."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_dcim import DCIM, bidirectional_loss, discriminative_loss, sampled_layer_loss
+from pyro_dcim.checkpoint import model_state, save_checkpoint
+from pyro_dcim.data import load_dataset
+from pyro_dcim.evaluate import class_kl, compare_marginals, fraction_within, random_dcim, sample_quality
+from pyro_dcim.inference import (
+    exact_log_likelihood,
+    exact_marginals,
+    exact_posterior,
+    importance_bounds,
+    importance_log_likelihood,
+    importance_marginals,
+    k_sample_bounds,
+    mean_field_marginals,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+OBJECTIVES = {"discriminative": discriminative_loss, "bidirectional": bidirectional_loss,
+              "sampled-layer": sampled_layer_loss}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> list[Path]:
+    """Run folders of a tiny 784-12-8-10 net trained for 30 steps with each objective."""
+    x, y = load_dataset("mnist-subset", "train")
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for i, (name, loss) in enumerate(OBJECTIVES.items()):
+        torch.manual_seed(i)
+        net = DCIM.from_spec([12, 8, 10], input_shape=(1, 28, 28))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for step in range(30):
+            batch = slice(step * 50, step * 50 + 50)
+            opt.zero_grad()
+            loss(net, x[batch], y[batch]).total.backward()
+            opt.step()
+        run = root / name
+        run.mkdir()
+        save_checkpoint(run / "checkpoint.pt", {"model": model_state(net)})
+        (run / "config.json").write_text(json.dumps({"config": {"objective": name, "dataset": "mnist-subset"}}))
+        runs.append(run)
+    return runs
+
+
+def _script(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / name), "--quick", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _table_rows(md: str) -> list[list[str]]:
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))] for line in md.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+
+
+def test_approximation_error_script_writes_tables_and_plot(tmp_path, tiny_runs):
+    out = _script("approximation_error.py", "--runs", *map(str, tiny_runs), "--out", str(tmp_path))
+    assert "part 1" in out and "part 2" in out and "part 3" in out
+    assert (tmp_path / "approximation_random_nets.png").read_bytes()[:8] == PNG
+    part1 = (tmp_path / "approximation_random_nets.md").read_text()
+    rows = _table_rows(part1)[1:]
+    assert len(rows) == 4                                  # 2 unit types x 2 scales in --quick
+    assert all(abs(float(r[2])) < 1e-6 for r in rows)      # x1 has an observed parent: mean field is exact
+    assert max(float(r[3]) for r in rows) > 1e-3           # deeper layers are not
+    part2 = _table_rows((tmp_path / "approximation_trained_nets.md").read_text())
+    assert [r[0].split()[0] for r in part2[1:]] == list(OBJECTIVES)
+    assert all(0 <= float(r[3]) <= 1 and float(r[2]) >= 0 for r in part2[1:])
+    part3 = _table_rows((tmp_path / "estimator_quality.md").read_text())
+    assert len(part3) == 3 and all(0.5 <= float(r[8]) <= 1 for r in part3[1:])
+
+
+def test_generator_likelihood_script_writes_tables_and_plots(tmp_path, tiny_runs):
+    out = _script("generator_likelihood.py", "--runs", *map(str, tiny_runs[1:]), "--out", str(tmp_path))
+    assert "likelihood" in out and "quality" in out
+    assert (tmp_path / "generator_likelihood.png").read_bytes()[:8] == PNG
+    grids = sorted(tmp_path.glob("samples_*.png"))
+    assert len(grids) == 6 and all(g.read_bytes()[:8] == PNG for g in grids)
+    rows = _table_rows((tmp_path / "generator_likelihood.md").read_text())
+    bounds = [r for r in rows[1:] if r[1].startswith(("mean-field q", "forward chain"))]
+    assert len(bounds) == 2 * 2 * 3                        # runs x proposals x K
+    for i in range(0, len(bounds), 3):                     # -L_K shrinks (the bound tightens) with K
+        nll = [float(r[3]) for r in bounds[i:i + 3]]
+        assert nll[0] >= nll[1] >= nll[2] > 0
+    quality = [r for r in rows if r[1] in ("mean", "sample-layer", "ancestral")]
+    assert len(quality) == 6 and all(0 <= float(r[2]) <= 1 for r in quality)
+
+
+# -- the estimators behind the tables -------------------------------------------------------
+def _tiny_reverse_case(scale: float, seed: int = 0):
+    net = random_dcim([5, 4], 8, 3, scale, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(3, (12,), generator=g)
+    x0 = torch.bernoulli(torch.sigmoid(net.reverse_mean_field(y).logits.detach()), generator=g)
+    return net, x0, y
+
+
+def test_importance_log_likelihood_equals_exact_within_3_stderr():
+    net, x0, y = _tiny_reverse_case(1.5)
+    exact = exact_log_likelihood(net, x0, y)
+    torch.manual_seed(0)
+    est = importance_log_likelihood(net, x0, y, 5000)
+    z = (est.estimate - exact) / est.stderr
+    assert est.ess.min() > 100                             # the check is not vacuous
+    assert (z.abs() <= 3).all(), z
+    # the largest K-sample bound agrees as well, within its own (group) standard error
+    torch.manual_seed(1)
+    top = importance_bounds(net, x0, y, ks=(1, 1000), groups=4)[-1]
+    assert ((top.estimate - exact).abs() <= 3 * top.stderr + 1e-3).all()
+
+
+def test_k_sample_bounds_are_nondecreasing_and_below_exact():
+    net, x0, y = _tiny_reverse_case(3.0, seed=1)           # large weights: the bounds are visibly loose at K = 1
+    exact = exact_log_likelihood(net, x0, y)
+    torch.manual_seed(0)
+    bounds = importance_bounds(net, x0, y, ks=(1, 10, 100, 1000), groups=3)
+    means = [float(b.estimate.mean()) for b in bounds]
+    assert means == sorted(means)
+    assert means[0] < float(exact.mean()) - 0.05
+    assert means[-1] <= float(exact.mean()) + 3 * float(bounds[-1].stderr.pow(2).mean().sqrt() / len(x0) ** 0.5)
+    assert [b.groups for b in bounds] == [3000, 300, 30, 3]
+    assert all(1 <= float(b.ess.mean()) <= b.k for b in bounds)
+
+
+def test_k_sample_bounds_of_equal_weights_are_that_weight():
+    log_w = torch.full((20, 3), -2.5, dtype=torch.float64)
+    for b in k_sample_bounds(log_w, (1, 4, 20)):
+        torch.testing.assert_close(b.estimate, torch.full((3,), -2.5, dtype=torch.float64))
+        torch.testing.assert_close(b.ess, torch.full((3,), float(b.k), dtype=torch.float64))
+    with pytest.raises(ValueError, match="divisor"):
+        k_sample_bounds(log_w, (3,))
+
+
+def test_comparison_measures():
+    net = random_dcim([6, 6], 10, 4, 4.0, seed=3)
+    x0 = torch.bernoulli(torch.full((16, 10), 0.5, dtype=torch.float64))
+    exact = exact_marginals(net, x0)
+    same = compare_marginals(exact, exact, torch.zeros(16, dtype=torch.long))
+    assert same.hidden_mae == [0.0, 0.0] and same.class_kl == pytest.approx(0.0, abs=1e-12)
+    assert same.argmax_agreement == 1.0
+    err = compare_marginals(mean_field_marginals(net, x0), exact)
+    assert err.hidden_mae[0] < 1e-10 < err.hidden_mae[1]   # x1 exact, x2 not, at this scale
+    assert err.class_kl > 1e-4
+    kl = class_kl(exact.classes, mean_field_marginals(net, x0).classes)
+    assert (kl >= -1e-12).all() and kl.shape == (16,)
+    # W ~ N(0, s²/fan-in): the scale is the spread of W·sqrt(fan-in)
+    big = random_dcim([200], 400, 4, 2.0, seed=0)
+    assert float(big.layers[0].weight.detach().std() * 400 ** 0.5) == pytest.approx(2.0, rel=0.05)
+
+
+def test_fraction_within_mcse():
+    net = random_dcim([6, 6], 10, 4, 1.0, seed=4)
+    x0 = torch.bernoulli(torch.full((8, 10), 0.5, dtype=torch.float64))
+    y = torch.randint(4, (8,))
+    exact = exact_posterior(net, x0, y)
+    torch.manual_seed(0)
+    est = importance_marginals(net, x0, 3000, y)
+    assert fraction_within(est, exact) >= 0.95
+    biased = est.map(lambda t: (t + 0.2).clamp(max=1))
+    biased.stderr = est.stderr
+    assert fraction_within(biased, exact) < 0.5
+    with pytest.raises(ValueError, match="standard errors"):
+        fraction_within(exact, exact)
+
+
+def test_sample_quality_measures(tiny_runs):
+    from pyro_dcim import load_model
+
+    net = load_model(tiny_runs[1])
+    x, y = load_dataset("mnist-subset", "test")
+    mean = sample_quality(net, x[:300], y[:300], "mean", per_class=5)
+    assert mean.diversity == pytest.approx(0.0, abs=1e-6) and 0 <= mean.consistency <= 1
+    anc = sample_quality(net, x[:300], y[:300], "ancestral", per_class=5)
+    assert anc.relative_diversity > 0.3 and anc.real_diversity > mean.real_diversity  # binarised digits differ more
