@@ -39,10 +39,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--only", nargs="*", default=["training", "inference", "svi"],
                         help="sections to run: training inference svi")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1, as the training loop; 0 = torch's default)")
     parser.add_argument("--machine", default=None, help="name for the results file (default: cpu-<host> / gpu name)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     full = args.full
     rounds, steps = (7, 20) if full else (5, 10)
     report: dict = {"machine": machine_info(device), "mode": "full" if full else "quick", "ratios": {}}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _brute_force import single_thread  # noqa: F401 (a fixture)
 
 from pyro_dcim import DCIM, bidirectional_loss, discriminative_loss, sampled_layer_loss
 from pyro_dcim.checkpoint import model_state, save_checkpoint
@@ -32,12 +33,7 @@ OBJECTIVES = {"discriminative": discriminative_loss, "bidirectional": bidirectio
               "sampled-layer": sampled_layer_loss}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,9 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
+from _brute_force import random_net as _net
 from pyro import poutine
 from pyro.infer import Predictive
-
-from pyro_dcim import DCIM
-
-
-def _net(spec, input_shape, units="01", seed=0, scale=1.0):
-    torch.manual_seed(seed)
-    net = DCIM.from_spec(spec, input_shape=input_shape, units=units).double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, scale)
-    return net
 
 
 def _states(m, units):
