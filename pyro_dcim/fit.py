@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "cross-entropy per pixel (mean, the paper's number) or summed over pixels (default mean)")
     model.add_argument("--sample-layer", type=_optional_int, metavar="K", help="the layer x^K sampled by "
                        "objective (22) (default n-1, the layer below the class)")
+    model.add_argument("--init", choices=["torch", "glorot", "glorot-sigmoid"], help="initial weights: "
+                       "PyTorch's default, Glorot uniform with zero biases (Keras' default), or Glorot x4 (for "
+                       "deep sigmoid stacks such as the CNN) (default torch)")
     model.add_argument("--init-input-bias", choices=["mean-image", "zero"], help="initialise b^0 to the logit "
                        "of the mean training image, or to 0 (default mean-image)")
 

@@ -84,6 +84,7 @@ class TrainConfig:
     optimizer: str = "adam"                  # "adam" | "adamw" | "sgd" (momentum 0.9) | "rmsprop"
     weight_decay: float = 0.0
     grad_clip: Optional[float] = None        # max global gradient norm
+    init: str = "torch"                      # weights: "torch" (PyTorch's) | "glorot" | "glorot-sigmoid" (gain 4)
     init_input_bias: str = "mean-image"      # b^0 = logit(mean training image) | "zero"
     seed: int = 0
     device: str = "auto"                     # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -103,6 +104,7 @@ class TrainConfig:
             (self.augment in ("none", "shift"), "augment must be 'none' or 'shift'"),
             (self.binarize in ("none", "threshold", "sample", "dynamic"),
              "binarize must be 'none', 'threshold', 'sample' or 'dynamic'"),
+            (self.init in INIT_GAINS, f"init must be one of {', '.join(INIT_GAINS)}"),
             (self.init_input_bias in ("mean-image", "zero"), "init_input_bias must be 'mean-image' or 'zero'"),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
@@ -221,6 +223,26 @@ def load_splits(cfg: TrainConfig, device: torch.device) -> Splits:
 def build_model(cfg: TrainConfig, input_shape: tuple[int, ...]) -> DCIM:
     """The DCIM of ``cfg.arch`` (a paper network's name or a spec); a bad spec raises SpecError."""
     return DCIM.from_spec(cfg.arch, input_shape=input_shape, units=cfg.units)
+
+
+INIT_GAINS = {"torch": None, "glorot": 1.0, "glorot-sigmoid": 4.0}
+
+
+@torch.no_grad()
+def init_weights(net: DCIM, scheme: str) -> None:
+    """``"torch"``: PyTorch's default (kept).  ``"glorot"``: every ``W^k`` uniform with variance
+    ``2 / (fan_in + fan_out)`` and biases 0 (Keras' default, which the paper presumably used);
+    ``"glorot-sigmoid"``: the same times 4, Glorot & Bengio's advice for sigmoid units.
+
+    Deep sigmoid stacks need it: each sigmoid layer shrinks the input signal (σ' <= 1/4), and in
+    200 steps on the subset the paper's 8-layer CNN only left chance with ``"glorot-sigmoid"``.
+    For the dense net PyTorch's default did best (0.9705 vs 0.966 validation accuracy, glorot)."""
+    gain = INIT_GAINS[scheme]
+    if gain is None:
+        return
+    for layer in net.layers:
+        torch.nn.init.xavier_uniform_(layer.weight, gain=gain)
+        torch.nn.init.zeros_(layer.bias)
 
 
 @torch.no_grad()
@@ -379,8 +401,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         start_epoch, start_step = ckpt["position"]["epoch"], ckpt["position"]["step"]
         history, partial = ckpt["history"], ckpt["partial"]
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
-    elif cfg.init_input_bias == "mean-image":
-        init_input_bias(net, data.train_x)
+    else:
+        init_weights(net, cfg.init)
+        if cfg.init_input_bias == "mean-image":
+            init_input_bias(net, data.train_x)
     if is_main:
         runs.write_config(run_dir, asdict(cfg))
         runs.write_metrics(run_dir, history)
