@@ -189,6 +189,12 @@ def shard_indices(perm: torch.Tensor, rank: int, world_size: int) -> torch.Tenso
     return perm[rank:usable:world_size]
 
 
+def reduce_across_ranks(sums: torch.Tensor) -> torch.Tensor:
+    """Sum the ranks' running metric sums: the identity on one process; ``all_reduce`` under DDP
+    (issue 7 fills this in together with wrapping the net)."""
+    return sums
+
+
 # -- data and model ---------------------------------------------------------------------------
 @dataclass
 class Splits:
@@ -467,7 +473,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
             if bar is not None:
                 bar.close()
 
-            # -- end of epoch: reduce (a no-op on one process; all_reduce under DDP), evaluate, log, save --
+            # -- end of epoch: combine the ranks' sums, evaluate, log, save --
+            sums = reduce_across_ranks(sums)
             correct, fwd, rev_px, rev_sum, total = (sums[1:] / sums[0]).tolist()
             lr = lr_at(cfg, ((epoch + 1) * steps_per_epoch - 1) / total_steps)
             val = evaluate(net, cfg, data.val_x, data.val_y)
