@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from pyro_dcim.generate import class_consistency, class_grid, generate, mean_pairwise_distance  # noqa: E402
+from pyro_dcim.plots import plot_learning_curves  # noqa: E402
 from pyro_dcim.train import TrainConfig, load_splits, train  # noqa: E402
 
 RESULTS = ROOT / "analysis" / "results"
@@ -123,13 +124,27 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def write_table() -> Path:
-    """``paper_table.md`` from every ``results/runs/*.json``: the best run per experiment, then all."""
-    records = [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
+def best_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for r in records:
         if r["experiment"] not in best or r["summary"]["val_acc"] > best[r["experiment"]]["summary"]["val_acc"]:
             best[r["experiment"]] = r
+    return best
+
+
+def plot_fig1(runs_dir: Path) -> None:
+    """Fig. 1 (dense, discriminative vs (21)) from the best runs, into ``runs_dir/fig1_dense.png``."""
+    best = best_runs([json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))])
+    curves = {exp: best[exp]["history"] for exp in ("dense-discriminative", "dense-bidirectional") if exp in best}
+    if curves:
+        path = plot_learning_curves(curves, runs_dir / "fig1_dense.png", title="MNIST dense 512-512-10 (Fig. 1)")
+        print(f"wrote {path}")
+
+
+def write_table() -> Path:
+    """``paper_table.md`` from every ``results/runs/*.json``: the best run per experiment, then all."""
+    records = [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
+    best = best_runs(records)
     lines = ["# The paper's experiments, reproduced", "",
              "Full MNIST: training = the first 50,000 training images, validation = the last 10,000, "
              "test = the 10,000 test images. Reverse loss = binary cross-entropy per pixel of the "
@@ -201,6 +216,7 @@ def main() -> int:
     for exp in wanted:
         run_experiment(exp, args)
     print(f"wrote {write_table()}")
+    plot_fig1(Path(args.runs_dir))
     return 0
 
 
