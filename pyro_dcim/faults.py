@@ -20,8 +20,9 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, run_dir: Path, epoch: int, step: int) -> None:
         self.signum, self.run_dir, self.epoch, self.step = signum, run_dir, epoch, step
-        super().__init__(f"{signal.Signals(signum).name}: stopped after step {step} of epoch {epoch + 1} and saved "
-                         f"{run_dir / 'checkpoint.pt'}; resume with: python -m pyro_dcim.fit --resume {run_dir}")
+        where = f"after step {step} of epoch {epoch + 1}" if step else f"before epoch {epoch + 1}"
+        super().__init__(f"{signal.Signals(signum).name}: stopped {where} and saved {run_dir / 'checkpoint.pt'}; "
+                         f"resume with: python -m pyro_dcim.fit --resume {run_dir}")
 
     @property
     def exit_code(self) -> int:
