@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 from . import distributed
 from .checkpoint import CheckpointError
 from .data import DATASETS, DataError
+from .init import INIT_SCHEMES
 from .objectives import OBJECTIVES
 from .runs import RunDirError, read_config
 from .spec import SpecError
@@ -75,13 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "cross-entropy per pixel (mean, the paper's number) or summed over pixels (default mean)")
     model.add_argument("--sample-layer", type=_optional_int, metavar="K", help="the layer x^K sampled by "
                        "objective (22) (default n-1, the layer below the class)")
+    model.add_argument("--init", choices=list(INIT_SCHEMES), help="initial weights: data (scale each W^k and "
+                       "set b^k so pre-activations are centred with a set spread on a training batch; the deep "
+                       "{0,1} CNN needs it), torch (PyTorch's default), glorot (Glorot uniform, zero biases) or "
+                       "glorot-sigmoid (Glorot x4) (default data)")
     model.add_argument("--code-weight", type=float, help="with sampled-layer: also train the class-to-code link "
-                       "p(x^{n-1} | class) on the sampled codes, weighted so (needed for class-conditional "
+                       "p(x^{n-1} | class) on the sampled codes, with this weight (helps class-conditional "
                        "generation; default 0, the paper's (22))")
-    model.add_argument("--init", choices=["data", "mean-image", "zero"], help="data: scale each W^k and set b^k so "
-                       "pre-activations are centred with a set spread on a training batch, b^0 = logit of the mean "
-                       "image (pyro_dcim.init; the deep {0,1} CNN needs it); mean-image: b^0 only; zero: PyTorch's "
-                       "initialisation and b^0 = 0 (default data)")
+    model.add_argument("--init-input-bias", choices=["mean-image", "zero"], help="initialise b^0 to the logit "
+                       "of the mean training image, or to 0 (default mean-image)")
 
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=list(DATASETS), help="mnist-subset: bundled 10k+2k MNIST digits, "

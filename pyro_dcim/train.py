@@ -15,126 +15,30 @@ so that a resumed run reproduces an uninterrupted one exactly on CPU.
 from __future__ import annotations
 
 import math
-import os
-import random
-import signal
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import numpy as np
 import torch
 
 from . import distributed, runs
 from .checkpoint import CheckpointError, load_checkpoint, model_from_state, model_state, save_checkpoint
+from .config import OPTIMIZERS, ConfigError, TrainConfig, resolve_device
 from .data import load_dataset
-from .init import data_dependent_init, init_input_bias
+from .faults import StopSignals, TrainingInterrupted, rng_state, seed_everything, set_rng_state
+from .init import init_input_bias, initialise
 from .model import DCIM
-from .objectives import OBJECTIVES, get_objective
+from .objectives import get_objective
 from .spec import SpecError
 
 __all__ = ["TrainConfig", "TrainResult", "ConfigError", "NonFiniteLossError", "TrainingInterrupted", "train",
            "evaluate", "resolve_device", "epoch_permutation", "shard_indices", "load_splits", "build_model"]
 
 
-class ConfigError(ValueError):
-    """A training setting that is out of range or unavailable (e.g. CUDA without a GPU)."""
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped before the step's update."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM stopped the run after finishing a step and saving a checkpoint."""
-
-    def __init__(self, signum: int, run_dir: Path, epoch: int, step: int) -> None:
-        self.signum, self.run_dir, self.epoch, self.step = signum, run_dir, epoch, step
-        super().__init__(f"{signal.Signals(signum).name}: stopped after step {step} of epoch {epoch + 1} and saved "
-                         f"{run_dir / 'checkpoint.pt'}; resume with: python -m pyro_dcim.fit --resume {run_dir}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; ``config.json`` stores it and ``--config`` reads it back."""
-
-    arch: str = "dense"                      # "dense" | "cnn" | a spec in the paper's notation
-    units: str = "01"                        # "01" (sigmoid, eq. 6-7) | "pm1" (tanh, eq. 8-9)
-    objective: str = "bidirectional"         # "discriminative" | "bidirectional" (21) | "sampled-layer" (22)
-    reverse_weight: float = 10.0             # weight of -log p(x^0 | ·) in the loss (the paper's sum: 1)
-    reverse_reduction: str = "mean"          # "mean": BCE per pixel (the paper's number) | "sum": nats per image
-    sample_layer: Optional[int] = None       # k of (22); None = n-1
-    code_weight: float = 0.0                 # (22) + code_weight · -log p(x̃^{n-1} | class); 0 = the paper's (22)
-    dataset: str = "mnist-subset"            # "mnist-subset" (bundled) | "mnist" | "fashion-mnist"
-    data_dir: Optional[str] = None
-    download: bool = False
-    binarize: str = "none"                   # "none" | "threshold" | "sample" (once) | "dynamic" (every step)
-    augment: str = "shift"                   # "shift": random translations by up to ±1 pixel | "none"
-    val_size: Optional[int] = None           # last images of the training split; None: see default_val_size
-    train_size: Optional[int] = None         # use only the first N remaining training images (quick runs)
-    epochs: int = 20
-    batch_size: int = 100
-    lr: float = 5e-3
-    lr_schedule: str = "cosine"              # "constant" | "cosine" (per step, down to 0 at the last epoch)
-    optimizer: str = "adam"                  # "adam" | "adamw" | "sgd" (momentum 0.9) | "rmsprop"
-    weight_decay: float = 0.0
-    grad_clip: Optional[float] = None        # max global gradient norm
-    init: str = "data"                       # "data" (pyro_dcim.init) | "mean-image" (b^0 only) | "zero"
-    seed: int = 0
-    device: str = "auto"                     # "auto" | "cpu" | "cuda" | "cuda:N"
-    out: Optional[str] = None                # run folder; None: runs/<timestamp>-<arch>-<objective>
-    figures: bool = True
-    eval_batch_size: int = 1000
-    threads: int = 1                         # CPU threads; 0 = PyTorch's default (all cores)
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad setting."""
-        checks = [
-            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
-            (self.units in ("01", "pm1"), "units must be '01' or 'pm1'"),
-            (self.reverse_reduction in ("mean", "sum"), "reverse_reduction must be 'mean' or 'sum'"),
-            (self.lr_schedule in ("constant", "cosine"), "lr_schedule must be 'constant' or 'cosine'"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.augment in ("none", "shift"), "augment must be 'none' or 'shift'"),
-            (self.binarize in ("none", "threshold", "sample", "dynamic"),
-             "binarize must be 'none', 'threshold', 'sample' or 'dynamic'"),
-            (self.init in ("data", "mean-image", "zero"), "init must be 'data', 'mean-image' or 'zero'"),
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be > 0, got {self.lr}"),
-            (self.reverse_weight >= 0, f"reverse weight must be >= 0, got {self.reverse_weight}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"grad clip must be > 0, got {self.grad_clip}"),
-            (self.val_size is None or self.val_size >= 1, f"val size must be >= 1, got {self.val_size}"),
-            (self.train_size is None or self.train_size >= 1, f"train size must be >= 1, got {self.train_size}"),
-            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
-            (self.code_weight >= 0, f"code weight must be >= 0, got {self.code_weight}"),
-            (self.sample_layer is None or self.sample_layer >= 1,
-             f"sample layer must be >= 1, got {self.sample_layer}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in config")
-        return cls(**data)
-
-    def default_out(self) -> str:
-        arch = self.arch if self.arch in ("dense", "cnn") else "custom"
-        return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}-{self.objective}")
 
 
 @dataclass
@@ -145,31 +49,7 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-OPTIMIZERS = {
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
-    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay),
-    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c.lr, weight_decay=c.weight_decay),
-}
-
-
-# -- devices, data order and the distributed seam ---------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when available; asking for CUDA without it is a :class:`ConfigError`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but this PyTorch sees no CUDA device "
-                          f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {name!r}; use auto, cpu or cuda")
-    return device
-
-
+# -- data order and the distributed seam ---------------------------------------------
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of the training images in ``epoch``: a pure function of ``(seed, epoch)``."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
@@ -267,55 +147,6 @@ def evaluate(net: DCIM, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> d
     return {"acc": acc, "forward_nll": fwd, "reverse_nll_per_pixel": rev_px, "reverse_nll_sum": rev_sum}
 
 
-# -- RNG state and signals --------------------------------------------------------------------
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "sampling": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    generator.set_state(state["sampling"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-class StopSignals:
-    """While active, SIGINT/SIGTERM only set ``received``; the loop finishes its step, saves and
-    stops.  A second signal acts as usual (so a stuck run can still be killed)."""
-
-    def __init__(self) -> None:
-        self.received: Optional[int] = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-        print(f"\n{signal.Signals(signum).name} received: finishing this step and saving "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
-        signal.signal(signum, self._previous[signum])
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():  # signal() works there only
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 # -- the loop ---------------------------------------------------------------------------------
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, log=print) -> TrainResult:
     """Train a DCIM as ``cfg`` says, writing the run folder ``cfg.out``.
@@ -332,7 +163,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         torch.set_num_threads(cfg.threads)
     rank, world_size = distributed.rank_world()
     is_main = rank == 0
-    if world_size > 1:
+    if world_size > 1:  # launched by torchrun: join the process group, take this rank's GPU
         device = distributed.init(device)
     data = load_splits(cfg, device)
     seed_everything(cfg.seed)  # the initial weights
@@ -366,10 +197,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         start_epoch, start_step = ckpt["position"]["epoch"], ckpt["position"]["step"]
         history, partial = ckpt["history"], ckpt["partial"]
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
-    elif cfg.init == "data":  # centred pre-activations: the deep {0,1} CNN otherwise starts on a plateau
-        data_dependent_init(net, data.train_x[:1024].reshape(-1, *net.input_shape).to(device))
-    elif cfg.init == "mean-image":
-        init_input_bias(net, data.train_x.reshape(-1, *net.input_shape))
+    else:
+        initialise(net, cfg.init, data.train_x[:1024])  # "data": centred pre-activations (init.py)
+        if cfg.init_input_bias == "mean-image":
+            init_input_bias(net, data.train_x)
     if is_main:
         runs.write_config(run_dir, asdict(cfg))
         runs.write_metrics(run_dir, history)
@@ -382,8 +213,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
                 "history": history, "config": asdict(cfg),
                 "data_order": {"scheme": "randperm(seed * 1000003 + epoch)", "seed": cfg.seed}})
 
-    # the loss as one module, so DistributedDataParallel (when launched by torchrun) syncs its gradients;
-    # the discriminative net's reverse loss is measured in the eval pass, not per step
+    # the loss as one module, so DistributedDataParallel (under torchrun) syncs its gradients; the
+    # discriminative net's reverse loss is measured in the eval pass, not per step
     model = distributed.wrap(
         distributed.ObjectiveModule(net, objective, **objective_kwargs(cfg, generator, report_reverse=False)),
         device, find_unused_parameters=cfg.objective == "discriminative")
@@ -436,9 +267,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
             if bar is not None:
                 bar.close()
 
-            # -- end of epoch: reduce (a no-op on one process; all_reduce under DDP), evaluate, log, save --
-            if world_size > 1:
-                sums = distributed.all_reduce_sum(sums)
+            # -- end of epoch: combine the ranks' sums, evaluate, log, save --
+            sums = distributed.all_reduce_sum(sums)  # a no-op on one process
             correct, fwd, rev_px, rev_sum, total = (sums[1:] / sums[0]).tolist()
             lr = lr_at(cfg, ((epoch + 1) * steps_per_epoch - 1) / total_steps)
             val = evaluate(net, cfg, data.val_x, data.val_y)

@@ -50,6 +50,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_unwritable_run_folder_is_refused_before_training(capsys):
+    assert fit.main(TINY + ["--out", "/proc/pyro-dcim-test/run"]) == 2
+    assert "cannot write to run folder /proc/pyro-dcim-test/run" in _error_line(capsys)
+
+
 def test_unknown_option_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         fit.main(["--epochz", "3"])

@@ -68,7 +68,7 @@ def _interrupt_at_call(monkeypatch, objective: str, n: int, action):
 
 
 @pytest.mark.parametrize("objective, how", [("bidirectional", "crash"), ("sampled-layer", "crash"),
-                                            ("sampled-layer", "sigint")])
+                                            ("sampled-layer", "SIGINT"), ("bidirectional", "SIGTERM")])
 def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, objective, how):
     """An interrupted run, resumed, ends with the same metrics and parameters as an
     uninterrupted one (CPU, fixed seed): a crash between the epoch-1 checkpoint and the
@@ -85,11 +85,12 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, objective, how):
             with pytest.raises(RuntimeError, match="killed"):
                 train(part, log=_quiet)
         else:
+            signum = getattr(signal, how)
             _interrupt_at_call(m, objective, 24 + 1 + 10,  # 24 steps, 1 validation batch, 10 steps
-                               lambda: os.kill(os.getpid(), signal.SIGINT))
+                               lambda: os.kill(os.getpid(), signum))
             with pytest.raises(TrainingInterrupted) as e:
                 train(part, log=_quiet)
-            assert (e.value.exit_code, e.value.epoch, e.value.step) == (130, 1, 10)
+            assert (e.value.exit_code, e.value.epoch, e.value.step) == (128 + signum, 1, 10)
             assert f"--resume {tmp_path / 'part'}" in str(e.value)
     assert load_checkpoint(tmp_path / "part")["position"] == ({"epoch": 1, "step": 0} if how == "crash"
                                                               else {"epoch": 1, "step": 10})

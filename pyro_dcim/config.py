@@ -1,0 +1,122 @@
+"""Training settings: :class:`TrainConfig`, what ``config.json`` stores and ``--config`` reads back."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+import torch
+
+from .init import INIT_SCHEMES
+from .objectives import OBJECTIVES
+
+__all__ = ["TrainConfig", "ConfigError", "OPTIMIZERS", "resolve_device"]
+
+
+class ConfigError(ValueError):
+    """A training setting that is out of range or unavailable (e.g. CUDA without a GPU)."""
+
+
+OPTIMIZERS = {
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay),
+    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; ``config.json`` stores it and ``--config`` reads it back."""
+
+    arch: str = "dense"                      # "dense" | "cnn" | a spec in the paper's notation
+    units: str = "01"                        # "01" (sigmoid, eq. 6-7) | "pm1" (tanh, eq. 8-9)
+    objective: str = "bidirectional"         # "discriminative" | "bidirectional" (21) | "sampled-layer" (22)
+    reverse_weight: float = 10.0             # weight of -log p(x^0 | ·) in the loss (the paper's sum: 1)
+    reverse_reduction: str = "mean"          # "mean": BCE per pixel (the paper's number) | "sum": nats per image
+    sample_layer: Optional[int] = None       # k of (22); None = n-1
+    code_weight: float = 0.0                 # (22) + code_weight · -log p(x̃^{n-1} | class); 0 = the paper's (22)
+    dataset: str = "mnist-subset"            # "mnist-subset" (bundled) | "mnist" | "fashion-mnist"
+    data_dir: Optional[str] = None
+    download: bool = False
+    binarize: str = "none"                   # "none" | "threshold" | "sample" (once) | "dynamic" (every step)
+    augment: str = "shift"                   # "shift": random translations by up to ±1 pixel | "none"
+    val_size: Optional[int] = None           # last images of the training split; None: see default_val_size
+    train_size: Optional[int] = None         # use only the first N remaining training images (quick runs)
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 5e-3
+    lr_schedule: str = "cosine"              # "constant" | "cosine" (per step, down to 0 at the last epoch)
+    optimizer: str = "adam"                  # "adam" | "adamw" | "sgd" (momentum 0.9) | "rmsprop"
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = None        # max global gradient norm
+    init: str = "data"                       # weights: "data" | "torch" | "glorot" | "glorot-sigmoid" (init.py)
+    init_input_bias: str = "mean-image"      # b^0 = logit(mean training image) | "zero"
+    seed: int = 0
+    device: str = "auto"                     # "auto" | "cpu" | "cuda" | "cuda:N"
+    out: Optional[str] = None                # run folder; None: runs/<timestamp>-<arch>-<objective>
+    figures: bool = True
+    eval_batch_size: int = 1000
+    threads: int = 1                         # CPU threads; 0 = PyTorch's default (all cores)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad setting."""
+        checks = [
+            (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
+            (self.units in ("01", "pm1"), "units must be '01' or 'pm1'"),
+            (self.reverse_reduction in ("mean", "sum"), "reverse_reduction must be 'mean' or 'sum'"),
+            (self.lr_schedule in ("constant", "cosine"), "lr_schedule must be 'constant' or 'cosine'"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.augment in ("none", "shift"), "augment must be 'none' or 'shift'"),
+            (self.binarize in ("none", "threshold", "sample", "dynamic"),
+             "binarize must be 'none', 'threshold', 'sample' or 'dynamic'"),
+            (self.init in INIT_SCHEMES, f"init must be one of {', '.join(INIT_SCHEMES)}"),
+            (self.code_weight >= 0, f"code weight must be >= 0, got {self.code_weight}"),
+            (self.init_input_bias in ("mean-image", "zero"), "init_input_bias must be 'mean-image' or 'zero'"),
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be > 0, got {self.lr}"),
+            (self.reverse_weight >= 0, f"reverse weight must be >= 0, got {self.reverse_weight}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad clip must be > 0, got {self.grad_clip}"),
+            (self.val_size is None or self.val_size >= 1, f"val size must be >= 1, got {self.val_size}"),
+            (self.train_size is None or self.train_size >= 1, f"train size must be >= 1, got {self.train_size}"),
+            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            (self.sample_layer is None or self.sample_layer >= 1,
+             f"sample layer must be >= 1, got {self.sample_layer}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in config")
+        return cls(**data)
+
+    def default_out(self) -> str:
+        arch = self.arch if self.arch in ("dense", "cnn") else "custom"
+        return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}-{self.objective}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available; asking for CUDA without it is a :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but this PyTorch sees no CUDA device "
+                          f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu or cuda")
+    return device
