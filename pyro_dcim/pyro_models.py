@@ -35,9 +35,23 @@ def hidden_site(k: int) -> str:
     return f"x{k}"
 
 
+class _Bernoulli(dist.Bernoulli):
+    """``Bernoulli`` whose draws are ``u < p``: the same distribution, about twice as fast as
+    ``torch.bernoulli`` on CPU, where drawing dominates the cost of sampling a wide layer."""
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            u = torch.rand(shape, dtype=self.probs.dtype, device=self.probs.device)
+            return (u < self.probs.expand(shape)).to(self.probs.dtype)
+
+    def expand(self, batch_shape, _instance=None):
+        return super().expand(batch_shape, _instance or self._get_checked_instance(_Bernoulli, _instance))
+
+
 def _bernoulli(logits: torch.Tensor, event_dims: int, soft: bool = False) -> dist.TorchDistribution:
     # Soft targets are outside Bernoulli's support; the cross-entropy is still the right log-prob.
-    d = dist.Bernoulli(logits=logits, validate_args=False if soft else None)
+    d = _Bernoulli(logits=logits, validate_args=False if soft else None)
     return d.to_event(event_dims)
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from . import distributed, runs
@@ -32,6 +33,7 @@ from .init import init_input_bias, initialise
 from .model import DCIM
 from .objectives import get_objective
 from .spec import SpecError
+from .validation import check_images
 
 __all__ = ["TrainConfig", "TrainResult", "ConfigError", "NonFiniteLossError", "TrainingInterrupted", "train",
            "evaluate", "resolve_device", "epoch_permutation", "shard_indices", "load_splits", "build_model"]
@@ -172,6 +174,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
     if net.num_classes < n_labels:
         raise SpecError(f"the spec's last layer has {net.num_classes} classes but {cfg.dataset} has labels "
                         f"0..{n_labels - 1}; end the spec with {n_labels}")
+    for x in (data.train_x, data.val_x, data.test_x):
+        check_images(x, net.input_shape, name=f"{cfg.dataset} images")
     objective = get_objective(cfg.objective)
     if cfg.out is None:
         cfg.out = cfg.default_out()
@@ -223,7 +227,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     show_bar = is_main and sys.stderr.isatty()
     net.train()
-    with StopSignals() as stop:
+    # the data were checked once when loaded: the hot path skips the per-call value checks (each a
+    # host sync on a GPU), as Pyro's own validation switch allows
+    with StopSignals() as stop, pyro.validation_enabled(False):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter() - partial["seconds"]
             sums = partial["sums"].to(device)  # images, correct, forward, reverse/pixel, reverse sum, total
