@@ -10,12 +10,12 @@ input shape, units, state dict, library version) and whatever the trainer adds
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
+from .atomic import atomic_write
 from .model import DCIM
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "model_state",
@@ -64,23 +64,7 @@ def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> Path:
 
     A crash at any moment leaves either the previous checkpoint or the new one.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def _resolve(path: PathLike) -> Path:

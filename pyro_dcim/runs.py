@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from .atomic import atomic_write
+
 __all__ = ["RunDirError", "RUN_FILES", "prepare_run_dir", "versions", "write_json", "read_config",
            "write_metrics", "append_metrics", "METRIC_COLUMNS"]
 
@@ -34,9 +36,6 @@ METRIC_COLUMNS = ("epoch", "train_acc", "val_acc", "forward_nll", "val_forward_n
                   "reverse_nll_per_pixel", "val_reverse_nll_per_pixel", "reverse_nll_sum",
                   "val_reverse_nll_sum", "loss", "lr", "seconds")
 
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class RunDirError(ValueError):
@@ -93,17 +92,7 @@ def _clean(value: Any) -> Any:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; metrics are for everyone to read
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path: os.PathLike | str, data: dict[str, Any]) -> None:
