@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--only", nargs="*", default=["training", "inference", "svi"],
                         help="sections to run: training inference svi")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time the bidirectional step with bf16 autocast and torch.compile (batch 128)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1, as the training loop; 0 = torch's default)")
     parser.add_argument("--machine", default=None, help="name for the results file (default: cpu-<host> / gpu name)")
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
             for batch in (128, 1024):
                 if arch == "cnn" and batch == 1024 and not full and device.type == "cpu":
                     continue
-                t = bench_training(arch, batch, device, rounds, steps if arch == "dense" else max(2, steps // 4))
+                t = bench_training(arch, batch, device, rounds, steps if arch == "dense" else max(2, steps // 4),
+                                   variants=args.variants and batch == 128)
                 training[f"{arch}/{batch}"] = t
                 d = t["discriminative"]
                 rows.append([arch, batch, t["plain"] * 1e3, d * 1e3, t["bidirectional"] * 1e3,
@@ -78,6 +81,13 @@ def main(argv: list[str] | None = None) -> dict:
                           ["arch", "batch", "plain", "disc", "bidir (21)", "sampled (22)", "disc/plain",
                            "bidir/disc", "sampled/disc"], rows))
         print(out[-1], flush=True)
+        if args.variants:
+            rows = [[k, t["bidirectional"] * 1e3, t["bidirectional+bf16"] * 1e3, t["bidirectional+compile"] * 1e3,
+                     t["bidirectional"] / t["bidirectional+bf16"], t["bidirectional"] / t["bidirectional+compile"]]
+                    for k, t in training.items() if "bidirectional+bf16" in t]
+            out.append(_table("Bidirectional step: bf16 autocast and torch.compile (ms; speed-up = plain / variant)",
+                              ["arch/batch", "fp32", "bf16", "compile", "bf16 speed-up", "compile speed-up"], rows))
+            print(out[-1], flush=True)
 
     if "inference" in args.only:
         try:

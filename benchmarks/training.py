@@ -10,6 +10,7 @@ from timing import time_cases
 from torch import nn
 
 from pyro_dcim import DCIM, PAPER_SPECS
+from pyro_dcim.distributed import ObjectiveModule
 from pyro_dcim.objectives import get_objective
 from pyro_dcim.spec import ConvSpec, parse_spec
 
@@ -32,8 +33,11 @@ def plain_sequential(arch: str) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def bench_training(arch: str, batch: int, device: torch.device, rounds: int, steps: int) -> dict[str, float]:
-    """Seconds per Adam step for each case, batch of random images in [0, 1]."""
+def bench_training(arch: str, batch: int, device: torch.device, rounds: int, steps: int,
+                   variants: bool = False) -> dict[str, float]:
+    """Seconds per Adam step for each case, batch of random images in [0, 1].  ``variants`` adds the
+    bidirectional step under bf16 autocast and under ``torch.compile`` (the ``--amp`` and
+    ``--compile`` options of the training loop)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, *INPUT_SHAPES[arch], generator=gen).to(device)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
@@ -58,5 +62,19 @@ def bench_training(arch: str, batch: int, device: torch.device, rounds: int, ste
             opt.step()
 
         cases[name] = step
+    for tag in (("bf16", "compile") if variants else ()):
+        net = DCIM.from_spec(PAPER_SPECS[arch], INPUT_SHAPES[arch]).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        module = ObjectiveModule(net, get_objective("bidirectional"), report_reverse=False)
+        loss = torch.compile(module) if tag == "compile" else module
+
+        def step(opt=opt, loss=loss, amp=tag == "bf16"):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                parts = loss(x, y)
+            parts.total.backward()
+            opt.step()
+
+        cases[f"bidirectional+{tag}"] = step
     with pyro.validation_enabled(False):  # as the training loop runs its hot path
         return time_cases(cases, device, rounds=rounds, steps=steps)

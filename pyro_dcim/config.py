@@ -61,6 +61,8 @@ class TrainConfig:
     figures: bool = True
     eval_batch_size: int = 1000
     threads: int = 1                         # CPU threads; 0 = PyTorch's default (all cores)
+    compile: bool = False                    # torch.compile the training step's loss module
+    amp: str = "none"                        # "none" | "bf16": autocast the step to bfloat16 (CUDA or CPU)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting."""
@@ -74,6 +76,7 @@ class TrainConfig:
             (self.binarize in ("none", "threshold", "sample", "dynamic"),
              "binarize must be 'none', 'threshold', 'sample' or 'dynamic'"),
             (self.init in INIT_SCHEMES, f"init must be one of {', '.join(INIT_SCHEMES)}"),
+            (self.amp in ("none", "bf16"), f"amp must be 'none' or 'bf16', got {self.amp!r}"),
             (self.code_weight >= 0, f"code weight must be >= 0, got {self.code_weight}"),
             (self.init_input_bias in ("mean-image", "zero"), "init_input_bias must be 'mean-image' or 'zero'"),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),

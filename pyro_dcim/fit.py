@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help=f"auto | cpu | cuda | cuda:N (default {D.device}: CUDA when available)")
     run.add_argument("--threads", type=int, help="CPU threads for PyTorch; 0 = all cores (default 1: on "
                      "shared cores more threads can be many times slower)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the training step's "
+                     "loss (see README, Speed: measured, off by default)")
+    run.add_argument("--amp", choices=["none", "bf16"], help="mixed precision: autocast the training step to "
+                     "bfloat16 (default none)")
     run.add_argument("--seed", type=int, help=f"seeds weights, data order and samples (default {D.seed})")
     run.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
 

@@ -222,6 +222,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
     model = distributed.wrap(
         distributed.ObjectiveModule(net, objective, **objective_kwargs(cfg, generator, report_reverse=False)),
         device, find_unused_parameters=cfg.objective == "discriminative")
+    if cfg.compile:
+        model = torch.compile(model)
     n_train = len(data.train_x)
     steps_per_epoch = math.ceil(n_train // world_size / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
@@ -246,7 +248,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
                 lr = lr_at(cfg, (epoch * steps_per_epoch + step) / total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                parts = model(x, y)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+                    parts = model(x, y)
                 if not torch.isfinite(parts.total):
                     raise NonFiniteLossError(
                         f"non-finite loss ({parts.total.item()}) at epoch {epoch + 1}, step {step + 1} of "

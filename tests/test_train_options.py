@@ -1,0 +1,27 @@
+"""The speed options of the training loop: bf16 autocast and torch.compile (issue 7)."""
+
+import math
+
+import pytest
+
+from pyro_dcim.config import ConfigError, TrainConfig
+from pyro_dcim.train import train
+
+TINY = dict(arch="32-10", train_size=400, val_size=200, epochs=2, batch_size=50, lr=5e-3, figures=False,
+            device="cpu")
+
+
+def test_bf16_autocast_trains(tmp_path):
+    result = train(TrainConfig(**TINY, amp="bf16", out=str(tmp_path / "amp")), log=lambda *a: None)
+    assert all(math.isfinite(r["loss"]) for r in result.history)
+    assert result.summary["val_acc"] > 0.3  # chance is 0.1
+    with pytest.raises(ConfigError, match="amp"):
+        TrainConfig(amp="fp8").validate()
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(tmp_path):
+    eager = train(TrainConfig(**TINY, out=str(tmp_path / "eager")), log=lambda *a: None)
+    compiled = train(TrainConfig(**TINY, compile=True, out=str(tmp_path / "compiled")), log=lambda *a: None)
+    for a, b in zip(eager.history, compiled.history):
+        assert abs(a["val_acc"] - b["val_acc"]) < 0.02 and abs(a["loss"] - b["loss"]) < 1e-3
