@@ -143,11 +143,10 @@ def part2(s: dict, runs: list[str], threads: int) -> str:
         x0, y = run.test_data(s["trained_images"])
         torch.manual_seed(0)
         start = time.perf_counter()
-        anc = ancestral_marginals(run.net, x0, s["samples"], chunk_size=max(1, 2_000_000 // (len(x0) * 512)))
+        anc = ancestral_marginals(run.net, x0, s["samples"])
         fwd = compare_marginals(mean_field_marginals(run.net, x0), anc, y)
         classes = torch.arange(run.net.num_classes)
-        anc_rev = ancestral_marginals(run.net, None, s["samples"], y=classes, direction="reverse",
-                                      chunk_size=1000)
+        anc_rev = ancestral_marginals(run.net, None, s["samples"], y=classes, direction="reverse")
         rev = compare_marginals(mean_field_marginals(run.net, y=classes, direction="reverse"), anc_rev)
         seconds = time.perf_counter() - start
         row = [run.label, len(x0), fwd.class_kl, fwd.argmax_agreement, fwd.accuracy["mean_field"],

@@ -47,8 +47,7 @@ def likelihood(s: dict, runs: list[_report.Run]) -> tuple[str, list[dict]]:
         for proposal in PROPOSALS:
             torch.manual_seed(0)
             start = time.perf_counter()
-            bounds = importance_bounds(run.net, x0, y, s["ks"], s["groups"], proposal=proposal,
-                                       chunk_size=max(1, 40_000 // len(x0)))
+            bounds = importance_bounds(run.net, x0, y, s["ks"], s["groups"], proposal=proposal)
             seconds = time.perf_counter() - start
             for b in bounds:
                 n = len(b.estimate)

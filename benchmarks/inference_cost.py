@@ -25,11 +25,10 @@ def bench_inference(device: torch.device, full: bool) -> dict:
         mf = time_cases({"mf": lambda: mean_field_marginals(net, x0)}, device, rounds=5, steps=20)["mf"]
         table["mean_field_per_image_s"] = mf / batch
         rows.append(["mean field (1 pass)", 1, mf / batch * 1e6, 1.0, "-"])
-        chunk = 250 if device.type == "cpu" else None  # bounds memory; still vectorised within a chunk
         for s in (100, 1000):
             cases = {
-                "ancestral": lambda s=s: ancestral_marginals(net, x0, s, chunk_size=chunk),
-                "importance": lambda s=s: importance_marginals(net, x0, s, y=y, chunk_size=chunk),
+                "ancestral": lambda s=s: ancestral_marginals(net, x0, s),
+                "importance": lambda s=s: importance_marginals(net, x0, s, y=y),
             }
             t = time_cases(cases, device, rounds=3 if full else 2, steps=1, warmup=1)
             for name, sec in t.items():

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 
 from .validation import check_images, check_labels
 
@@ -36,17 +37,33 @@ def hidden_site(k: int) -> str:
 
 
 class _Bernoulli(dist.Bernoulli):
-    """``Bernoulli`` whose draws are ``u < p``: the same distribution, about twice as fast as
-    ``torch.bernoulli`` on CPU, where drawing dominates the cost of sampling a wide layer."""
+    """``Bernoulli`` tuned for wide layers sampled under a particle plate.
+
+    Same distribution, fewer passes over memory: draws are ``u < p`` written into the
+    uniforms in place (about twice as fast as ``torch.bernoulli`` on CPU), and
+    ``log_prob(x) = x·a − softplus(a)`` takes the softplus of the logits as they were
+    before a plate expanded them, so a per-image distribution scored on ``S``
+    particles pays for it once, not ``S`` times.
+    """
 
     def sample(self, sample_shape: tuple = ()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         with torch.no_grad():
-            u = torch.rand(shape, dtype=self.probs.dtype, device=self.probs.device)
-            return (u < self.probs.expand(shape)).to(self.probs.dtype)
+            return torch.rand(shape, dtype=self.probs.dtype, device=self.probs.device).lt_(self.probs)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        # exact for soft targets too: it is minus the binary cross-entropy
+        return value * self.logits - F.softplus(self._unexpanded_logits())
+
+    def _unexpanded_logits(self) -> torch.Tensor:
+        return self.__dict__.get("_base_logits", self.logits)
 
     def expand(self, batch_shape, _instance=None):
-        return super().expand(batch_shape, _instance or self._get_checked_instance(_Bernoulli, _instance))
+        new = super().expand(batch_shape, _instance or self._get_checked_instance(_Bernoulli, _instance))
+        new._base_logits = self._unexpanded_logits()
+        return new
 
 
 def _bernoulli(logits: torch.Tensor, event_dims: int, soft: bool = False) -> dist.TorchDistribution:

@@ -8,10 +8,13 @@ degenerate, so images with ``ESS < MIN_ESS`` are left out of the count (and the 
 check that most images pass that bar, so the count is not vacuous).
 """
 
+import pyro
 import pytest
 import torch
 from _brute_force import random_batch, random_net, single_thread
+from pyro import poutine
 
+from pyro_dcim import DCIM, PAPER_SPECS
 from pyro_dcim.inference import (
     ancestral_marginals,
     exact_log_likelihood,
@@ -21,7 +24,16 @@ from pyro_dcim.inference import (
     importance_marginals,
     mean_field_marginals,
 )
-from pyro_dcim.inference.sampling import _WeightedMoments
+from pyro_dcim.inference.sampling import (
+    CHUNK_ELEMENTS,
+    PARTICLE_PLATE,
+    _cancelling_sites,
+    _log_weights,
+    _proposal,
+    _target,
+    _WeightedMoments,
+    default_chunk_size,
+)
 
 # Large weights (σ = 2): see test_mean_field_is_visibly_wrong_on_these_nets.
 NETS = [([4, 3, 3], (6,), "01", 0), ([4, 3, 3], (6,), "01", 1), ([3, 4, 2, 3], (5,), "01", 2),
@@ -137,19 +149,58 @@ def test_log_weights_are_per_image(cases):
                           torch.logsumexp(est.log_weights, 0) - torch.log(torch.tensor(float(SAMPLES))))
 
 
-def test_streamed_moments_equal_one_pass():
+@pytest.mark.parametrize("kind", ["weighted", "equal", "binary", "broadcast"])
+def test_streamed_moments_equal_one_pass(kind):
+    """Each shortcut of the moment sums (unit weights, 0/1 values, a readout broadcast over
+    the particles) gives the weighted mean and delta-method error, streamed or in one pass."""
     torch.manual_seed(4)
-    log_w = 3 * torch.randn(50, 4, dtype=torch.float64)
-    values = {"v": torch.rand(50, 4, 3, dtype=torch.float64)}
+    log_w = torch.zeros(50, 4, dtype=torch.float64) if kind == "equal" else 3 * torch.randn(50, 4, dtype=torch.float64)
+    v = torch.rand(50, 4, 3, dtype=torch.float64)
+    v = {"binary": (v < 0.5).double(), "broadcast": v[0].expand(50, 4, 3)}.get(kind, v)
+    flags = dict(equal_weights=kind == "equal", binary=kind == "binary")
     one, chunked = _WeightedMoments(), _WeightedMoments()
-    one.update(log_w, values)
+    one.update(log_w, {"v": v}, **flags)
     for rows in (slice(0, 7), slice(7, 30), slice(30, 50)):
-        chunked.update(log_w[rows], {"v": values["v"][rows]})
-    for a, b in zip(one.result(), chunked.result()):
+        chunked.update(log_w[rows], {"v": v[rows]}, **flags)
+    # a zero variance comes out as a rounding error of the sums, whose root is ~1e-8
+    for a, b, atol in zip(one.result(), chunked.result(), (1e-12, 1e-7, 1e-12, 1e-12)):
         a, b = (a["v"], b["v"]) if isinstance(a, dict) else (a, b)
-        assert torch.allclose(a, b, atol=1e-12)
+        assert torch.allclose(a, b, atol=atol)
     mean, se, ess, _ = one.result()
     w = torch.softmax(log_w, 0)
-    assert torch.allclose(mean["v"], (w[..., None] * values["v"]).sum(0))
-    expected_var = (w[..., None] ** 2 * (values["v"] - mean["v"]) ** 2).sum(0) * (ess / (ess - 1))[:, None]
-    assert torch.allclose(se["v"], expected_var.sqrt())
+    assert torch.allclose(mean["v"], (w[..., None] * v).sum(0))
+    expected_var = (w[..., None] ** 2 * (v - mean["v"]) ** 2).sum(0) * (ess / (ess - 1))[:, None]
+    assert torch.allclose(se["v"], expected_var.clamp_min(0).sqrt(), atol=1e-7)
+
+
+@pytest.mark.parametrize("proposal,direction", [("mean_field", "forward"), ("reverse_mean_field", "reverse"),
+                                                ("forward", "forward"), ("reverse", "reverse")])
+def test_sites_left_unscored_cancel_in_the_weights(cases, proposal, direction):
+    """Importance sampling skips the sites whose proposal is the target's conditional: check
+    that for them log p = log q on every particle, and that the other sites do not cancel."""
+    net, x0, y = cases[2]                      # three hidden layers
+    skip = _cancelling_sites(net, proposal, direction)
+    with pyro.plate(PARTICLE_PLATE, 40, dim=-2):
+        guide_tr = poutine.trace(_proposal(net, proposal, x0, y)).get_trace()
+        model_tr = poutine.trace(poutine.replay(_target(net, direction, x0, y), trace=guide_tr)).get_trace()
+    model_tr.compute_log_prob()
+    guide_tr.compute_log_prob()
+    hidden = [n for n in guide_tr.nodes if n.startswith("x") and n != "x0"]
+    assert skip and skip <= set(hidden)
+    for name in hidden:
+        same = torch.allclose(model_tr.nodes[name]["log_prob"], guide_tr.nodes[name]["log_prob"], atol=1e-9)
+        assert same == (name in skip), name
+    assert torch.allclose(_log_weights(model_tr, guide_tr), _log_weights(model_tr, guide_tr, skip), atol=1e-9)
+
+
+def test_default_chunk_size_bounds_the_widest_tensor(cases):
+    net = DCIM.from_spec(PAPER_SPECS["dense"], (784,))
+    cpu = default_chunk_size(net, 100, torch.device("cpu"))
+    assert cpu * 100 * 784 <= CHUNK_ELEMENTS["cpu"] < (cpu + 1) * 100 * 784
+    assert default_chunk_size(net, 10 ** 7, torch.device("cpu")) == 1
+    assert default_chunk_size(net, 100, torch.device("cuda")) > cpu
+    net, x0, _ = cases[0]
+    with pytest.raises(ValueError, match="chunk_size"):
+        ancestral_marginals(net, x0, 10, chunk_size=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        importance_marginals(net, x0, 0)

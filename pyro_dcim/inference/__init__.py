@@ -19,12 +19,18 @@ from .exact import DEFAULT_MAX_UNITS, LayerTooWideError, exact_log_likelihood, e
 from .gibbs import DCIMGibbs, gibbs_posterior
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
-from .sampling import LogLikelihood, ancestral_marginals, importance_log_likelihood, importance_marginals
+from .sampling import (
+    LogLikelihood,
+    ancestral_marginals,
+    default_chunk_size,
+    importance_log_likelihood,
+    importance_marginals,
+)
 
 __all__ = [
     "Marginals", "mean_field_marginals",
     "exact_marginals", "exact_posterior", "exact_log_likelihood", "LayerTooWideError", "DEFAULT_MAX_UNITS",
-    "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood",
+    "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood", "default_chunk_size",
     "KSampleBound", "importance_bounds", "k_sample_bounds",
     "DCIMGibbs", "gibbs_posterior", "diagnostics",
 ]

@@ -21,6 +21,7 @@ variance over ``S`` when the weights are equal), ``ESS = 1 / Σ_s w̄_s²``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 import pyro
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ..model import DCIM
 
 __all__ = ["ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood",
-           "PROPOSALS"]
+           "PROPOSALS", "default_chunk_size", "CHUNK_ELEMENTS"]
 
 #: Proposals for importance sampling, by name (see :func:`importance_marginals`).
 PROPOSALS = ("mean_field", "reverse_mean_field", "forward", "reverse")
@@ -63,7 +64,32 @@ class _WeightedMoments:
     def _per_image(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return t.reshape(t.shape + (1,) * (like.dim() - t.dim()))
 
-    def update(self, log_w: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+    @staticmethod
+    def _chunk_sums(e: Optional[torch.Tensor], v: torch.Tensor, binary: bool) -> list[torch.Tensor]:
+        """``[Σ_s w f, Σ_s w² f, Σ_s w² f²]`` of one chunk; ``e=None`` means unit weights."""
+        s, b = v.shape[:2]
+        if v.stride(0) == 0:           # a per-image readout broadcast over the particles
+            f = v[0]
+            sw = v.new_full((b,), float(s)) if e is None else e.sum(0)
+            sw2 = sw if e is None else (e * e).sum(0)
+            sw, sw2 = (_WeightedMoments._per_image(t, f) for t in (sw, sw2))
+            return [f * sw, f * sw2, f * f * sw2]
+        if e is None:
+            s1 = v.sum(0)
+            return [s1, s1, s1 if binary else (v * v).sum(0)]
+        flat = v.reshape(s, b, -1)
+        q1 = torch.einsum("sb,sbd->bd", e * e, flat)
+        parts = [torch.einsum("sb,sbd->bd", e, flat), q1,
+                 q1 if binary else torch.einsum("sb,sbd->bd", e * e, flat * flat)]
+        return [p.reshape(v.shape[1:]) for p in parts]
+
+    def update(self, log_w: torch.Tensor, values: dict[str, torch.Tensor], *, equal_weights: bool = False,
+               binary: bool = False) -> None:
+        """Adds a chunk: log-weights ``(S, B)`` and per-particle values ``(S, B, …)``.
+
+        ``equal_weights``: every ``log_w`` is 0 (ancestral sampling), so no weighting
+        pass is needed; ``binary``: the values are 0/1, so ``Σ w² f² = Σ w² f``.
+        """
         shift = log_w.max(0).values
         if self.shift is not None:
             shift = torch.maximum(self.shift, shift)
@@ -78,13 +104,12 @@ class _WeightedMoments:
         self.sw = e.sum(0) if self.sw is None else self.sw + e.sum(0)
         self.sw2 = (e * e).sum(0) if self.sw2 is None else self.sw2 + (e * e).sum(0)
         for name, v in values.items():
-            w = e.reshape(e.shape + (1,) * (v.dim() - 2))
-            parts = [(w * v).sum(0), (w * w * v).sum(0), (w * w * v * v).sum(0)]
+            parts = self._chunk_sums(None if equal_weights else e, v, binary)
             if name in self.sums:
                 for acc, p in zip(self.sums[name], parts):
                     acc.add_(p)
             else:
-                self.sums[name] = parts
+                self.sums[name] = [p.clone() for p in parts]   # the parts may alias one another
         self.shift = shift
         self.count += log_w.shape[0]
 
@@ -145,11 +170,22 @@ def _readouts(net: "DCIM", trace, direction: str, observed_end: bool) -> dict[st
     return out
 
 
-def _log_weights(model_tr, guide_tr) -> torch.Tensor:
-    """``log p(x, obs) − log q(x)`` per particle and image, ``(S, B)``."""
+def _cancelling_sites(net: "DCIM", proposal: str, direction: str) -> frozenset[str]:
+    """Hidden sites whose proposal is the target's own conditional, so ``log p − log q = 0``:
+    the first layer of the mean-field guide (``μ^1`` is exact, eq. 14), the top layer of the
+    reverse one, and every hidden layer of a prior chain proposing for itself.  Not scoring
+    them saves two log-probabilities of the widest layers per particle."""
+    hidden = [hidden_site(k) for k in range(1, net.num_layers)]
+    same = {("mean_field", "forward"): hidden[:1], ("reverse_mean_field", "reverse"): hidden[-1:],
+            ("forward", "forward"): hidden, ("reverse", "reverse"): hidden}
+    return frozenset(same.get((proposal, direction), ()))
+
+
+def _log_weights(model_tr, guide_tr, skip: frozenset[str] = frozenset()) -> torch.Tensor:
+    """``log p(x, obs) − log q(x)`` per particle and image, ``(S, B)``, leaving out ``skip``."""
     log_w = 0.0
     for name, site in model_tr.nodes.items():
-        if site["type"] != "sample" or name == PARTICLE_PLATE or site["infer"].get("_do_not_score"):
+        if site["type"] != "sample" or name == PARTICLE_PLATE or name in skip or site["infer"].get("_do_not_score"):
             continue
         if site["is_observed"]:
             log_w = log_w + site["log_prob"]
@@ -158,15 +194,41 @@ def _log_weights(model_tr, guide_tr) -> torch.Tensor:
     return log_w
 
 
-def _chunks(num_samples: int, chunk_size: Optional[int]) -> list[int]:
-    size = num_samples if chunk_size is None else max(1, min(chunk_size, num_samples))
+#: Elements in the largest tensor of one chunk of particles, by device type.  On CPU, a
+#: tensor under glibc's mmap threshold (32 MB) is reused from the heap; a larger one is
+#: mapped and page-faulted afresh for every chunk, which doubled the cost of sampling.
+CHUNK_ELEMENTS = {"cpu": 2 ** 21, "cuda": 2 ** 26}
+
+
+def default_chunk_size(net: "DCIM", batch: int, device: Optional[torch.device] = None) -> int:
+    """Particles drawn at once for ``batch`` images: as many as keep the widest layer's
+    ``(particles, batch, *shape)`` tensor within :data:`CHUNK_ELEMENTS` (at least one)."""
+    device = device if device is not None else net.input_bias.device
+    widest = max(math.prod(shape) for shape in net.shapes)
+    return max(1, CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"]) // (max(batch, 1) * widest))
+
+
+def _chunks(num_samples: int, chunk_size: int) -> list[int]:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of particles, got {chunk_size}")
+    size = min(chunk_size, num_samples)
     return [min(size, num_samples - i) for i in range(0, num_samples, size)]
+
+
+def _batch(net: "DCIM", x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> int:
+    if x0 is not None:
+        return x0.numel() // max(math.prod(net.input_shape), 1)
+    return y.shape[0] if y is not None and y.dim() > (1 if y.is_floating_point() else 0) else 1
 
 
 @torch.no_grad()
 def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: Optional[Callable],
-                        num_samples: int, chunk_size: Optional[int], observed_end: bool, method: str) -> Marginals:
+                        num_samples: int, chunk_size: int, observed_end: bool, method: str,
+                        skip: frozenset[str] = frozenset()) -> Marginals:
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
     acc, all_log_w = _WeightedMoments(), []
+    scored = lambda name, site: name not in skip  # noqa: E731
     for size in _chunks(num_samples, chunk_size):
         with pyro.plate(PARTICLE_PLATE, size, dim=-2):
             if proposal is None:
@@ -174,16 +236,15 @@ def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: 
             else:
                 guide_tr = poutine.trace(proposal).get_trace()
                 model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace()
-        if proposal is None:
-            first = model_tr.nodes[hidden_site(1)]["value"]
-            log_w = first.new_zeros(first.shape[:2])
-        else:
-            model_tr.compute_log_prob()
-            guide_tr.compute_log_prob()
-            log_w = _log_weights(model_tr, guide_tr)
         values = _readouts(net, model_tr, direction, observed_end)
-        log_w = log_w.expand(next(iter(values.values())).shape[:2])
-        acc.update(log_w, values)
+        particles_by_batch = next(iter(values.values())).shape[:2]
+        if proposal is None:
+            log_w = next(iter(values.values())).new_zeros(particles_by_batch)
+        else:
+            model_tr.compute_log_prob(scored)
+            guide_tr.compute_log_prob(scored)
+            log_w = _log_weights(model_tr, guide_tr, skip).expand(particles_by_batch)
+        acc.update(log_w, values, equal_weights=proposal is None, binary=observed_end)
         all_log_w.append(log_w)
     means, stderrs, ess, log_mean_w = acc.result()
 
@@ -203,11 +264,13 @@ def ancestral_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: in
 
     Rao-Blackwellised: ``classes = mean_s p(x^n | x^{n-1}_s)`` is unbiased for
     ``p(x^n | x^0)``.  ``ess`` equals ``num_samples``.  ``chunk_size`` bounds how many
-    particles are held at once (they are still vectorised within a chunk).
+    particles are held at once (they are still vectorised within a chunk); by default
+    :func:`default_chunk_size`.
     """
-    model = _target(net, check_direction(direction), x0 if direction == "forward" else None,
-                    y if direction == "reverse" else None)
-    return _particle_marginals(net, direction, model, None, num_samples, chunk_size, False, "ancestral")
+    x0, y = (x0, None) if check_direction(direction) == "forward" else (None, y)
+    chunk_size = default_chunk_size(net, _batch(net, x0, y)) if chunk_size is None else chunk_size
+    return _particle_marginals(net, direction, _target(net, direction, x0, y), None, num_samples, chunk_size,
+                               False, "ancestral")
 
 
 def importance_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: int,
@@ -225,12 +288,17 @@ def importance_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: i
     when ``x0`` is given), ``"reverse_mean_field"`` (the default otherwise),
     ``"forward"`` or ``"reverse"`` (the prior chains).  Log-weights are per image,
     ``(num_samples, batch)``, in ``.log_weights``; ``.ess`` is ``1 / Σ_s w̄_s²``.
+    Sites where the proposal equals the target's conditional (the first layer under the
+    mean-field guide, eq. 14) cancel and are not scored.  ``chunk_size``: particles drawn
+    at once, by default :func:`default_chunk_size`.
     """
     check_direction(direction)
     proposal = proposal or ("mean_field" if x0 is not None else "reverse_mean_field")
     observed_end = (y if direction == "forward" else x0) is not None
+    chunk_size = default_chunk_size(net, _batch(net, x0, y)) if chunk_size is None else chunk_size
     return _particle_marginals(net, direction, _target(net, direction, x0, y), _proposal(net, proposal, x0, y),
-                               num_samples, chunk_size, observed_end, "importance")
+                               num_samples, chunk_size, observed_end, "importance",
+                               _cancelling_sites(net, proposal, direction))
 
 
 def importance_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples: int, *,
