@@ -28,6 +28,7 @@ from pyro_dcim.inference.sampling import (
     CHUNK_ELEMENTS,
     PARTICLE_PLATE,
     _cancelling_sites,
+    _chunks,
     _log_weights,
     _proposal,
     _target,
@@ -199,6 +200,7 @@ def test_default_chunk_size_bounds_the_widest_tensor(cases):
     assert cpu * 100 * 784 <= CHUNK_ELEMENTS["cpu"] < (cpu + 1) * 100 * 784
     assert default_chunk_size(net, 10 ** 7, torch.device("cpu")) == 1
     assert default_chunk_size(net, 100, torch.device("cuda")) > cpu
+    assert _chunks(1000, 856) == [500, 500] and _chunks(10, 3) == [3, 3, 3, 1] and _chunks(5, 99) == [5]
     net, x0, _ = cases[0]
     with pytest.raises(ValueError, match="chunk_size"):
         ancestral_marginals(net, x0, 10, chunk_size=0)

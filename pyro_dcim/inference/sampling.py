@@ -211,7 +211,8 @@ def default_chunk_size(net: "DCIM", batch: int, device: Optional[torch.device] =
 def _chunks(num_samples: int, chunk_size: int) -> list[int]:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of particles, got {chunk_size}")
-    size = min(chunk_size, num_samples)
+    count = -(-num_samples // chunk_size)
+    size = -(-num_samples // count)          # equal chunks, none above chunk_size
     return [min(size, num_samples - i) for i in range(0, num_samples, size)]
 
 
