@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_stale_temporaries
 
 __all__ = ["RunDirError", "RUN_FILES", "prepare_run_dir", "versions", "write_json", "read_config",
            "write_metrics", "append_metrics", "METRIC_COLUMNS"]
@@ -61,6 +61,8 @@ def prepare_run_dir(path: os.PathLike | str, resume: bool = False, overwrite: bo
         if overwrite and not resume:
             for name in existing:
                 (run_dir / name).unlink()
+        for name in RUN_FILES:   # this run is the folder's only writer from here on
+            remove_stale_temporaries(run_dir / name)
         # a full disk or a read-only folder must fail now, not after an hour of training
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-") as f:
             f.write(b"\0" * 65536)

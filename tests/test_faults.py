@@ -8,9 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from pyro_dcim.checkpoint import load_checkpoint
+from pyro_dcim.runs import prepare_run_dir
 from pyro_dcim.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,3 +87,15 @@ def test_same_seed_same_metrics_and_checkpoint(tmp_path):
         [{k: v for k, v in r.items() if k != "seconds"} for r in runs[1].history]
     a, b = (load_checkpoint(tmp_path / n)["model"]["state_dict"] for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("mode", ["resume", "overwrite"])
+def test_starting_a_run_removes_what_killed_saves_left_behind(tmp_path, mode):
+    torch.save({"model": {}}, tmp_path / "checkpoint.pt")
+    left = [tmp_path / ".checkpoint.pt.k2x9q1.tmp", tmp_path / ".metrics.jsonl.a8b7c6.tmp"]
+    kept = [tmp_path / ".notes.txt.z1.tmp", tmp_path / "checkpoint.pt.tmp", tmp_path / "mine.tmp"]
+    for path in left + kept:
+        path.write_bytes(b"\0" * 1024)
+    prepare_run_dir(tmp_path, resume=mode == "resume", overwrite=mode == "overwrite")
+    assert not any(p.exists() for p in left)
+    assert all(p.exists() for p in kept)
