@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from pyro_dcim.allocator import keep_freed_memory  # noqa: E402
 from pyro_dcim.evaluate import compare_marginals, fraction_within, random_dcim  # noqa: E402
 from pyro_dcim.inference import (  # noqa: E402
     ancestral_marginals,
@@ -246,4 +247,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     raise SystemExit(main())

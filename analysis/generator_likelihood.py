@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from pyro_dcim.allocator import keep_freed_memory  # noqa: E402
 from pyro_dcim.evaluate import sample_quality  # noqa: E402
 from pyro_dcim.generate import MODES  # noqa: E402
 from pyro_dcim.inference import importance_bounds  # noqa: E402
@@ -168,4 +169,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     raise SystemExit(main())

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from pyro_dcim.allocator import keep_freed_memory  # noqa: E402
 from pyro_dcim.generate import class_consistency, class_grid, generate, mean_pairwise_distance  # noqa: E402
 from pyro_dcim.init import INIT_SCHEMES  # noqa: E402
 from pyro_dcim.plots import plot_learning_curves  # noqa: E402
@@ -252,4 +253,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     sys.exit(main())

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from pyro_dcim.allocator import keep_freed_memory
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from svi import bench_svi  # noqa: E402
 from timing import machine_info  # noqa: E402
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also time the bidirectional step with bf16 autocast and torch.compile (batch 128)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1, as the training loop; 0 = torch's default)")
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="leave glibc's malloc thresholds alone (the CLIs call keep_freed_memory)")
     parser.add_argument("--machine", default=None, help="name for the results file (default: cpu-<host> / gpu name)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     full = args.full
     rounds, steps = (7, 20) if full else (5, 10)
     report: dict = {"machine": machine_info(device), "mode": "full" if full else "quick", "ratios": {}}
+    report["machine"]["keep_freed_memory"] = not args.malloc_defaults and keep_freed_memory()
     out: list[str] = []
 
     if "training" in args.only:

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .allocator import keep_freed_memory
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model
 from .data import load_dataset
 from .inference import diagnostics, gibbs_posterior, mean_field_marginals
@@ -126,4 +127,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # process-wide, so only when run as a program
     sys.exit(main())

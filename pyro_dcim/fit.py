@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import distributed
+from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError
 from .data import DATASETS, DataError
 from .init import INIT_SCHEMES
@@ -168,4 +169,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # process-wide, so only when run as a program
     sys.exit(main())

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, load_model
 from .fit import OneLineParser
 from .generate import MODES, class_consistency, class_grid, generate, mean_pairwise_distance, predict
@@ -60,4 +61,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # process-wide, so only when run as a program
     sys.exit(main())
