@@ -192,6 +192,10 @@ def test_sites_left_unscored_cancel_in_the_weights(cases, proposal, direction):
         same = torch.allclose(model_tr.nodes[name]["log_prob"], guide_tr.nodes[name]["log_prob"], atol=1e-9)
         assert same == (name in skip), name
     assert torch.allclose(_log_weights(model_tr, guide_tr), _log_weights(model_tr, guide_tr, skip), atol=1e-9)
+    if skip == set(hidden):                    # nothing is left to weigh without an observed far end
+        est = importance_marginals(net, x0 if direction == "forward" else None, 30,
+                                   None if direction == "forward" else y, direction=direction, proposal=proposal)
+        assert est.log_weights.shape == (30, BATCH) and (est.log_weights == 0).all()
 
 
 def test_default_chunk_size_bounds_the_widest_tensor(cases):

@@ -238,13 +238,12 @@ def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: 
                 guide_tr = poutine.trace(proposal).get_trace()
                 model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace()
         values = _readouts(net, model_tr, direction, observed_end)
-        particles_by_batch = next(iter(values.values())).shape[:2]
-        if proposal is None:
-            log_w = next(iter(values.values())).new_zeros(particles_by_batch)
-        else:
+        first = next(iter(values.values()))
+        log_w = first.new_zeros(first.shape[:2])   # every term may cancel: a prior chain proposing for itself
+        if proposal is not None:
             model_tr.compute_log_prob(scored)
             guide_tr.compute_log_prob(scored)
-            log_w = _log_weights(model_tr, guide_tr, skip).expand(particles_by_batch)
+            log_w = log_w + _log_weights(model_tr, guide_tr, skip)
         acc.update(log_w, values, equal_weights=proposal is None, binary=observed_end)
         all_log_w.append(log_w)
     means, stderrs, ess, log_mean_w = acc.result()
