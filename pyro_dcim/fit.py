@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -113,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--epochs", type=int, help=f"number of epochs (default {D.epochs})")
     opt.add_argument("--batch-size", type=int, help=f"images per step (default {D.batch_size})")
     opt.add_argument("--eval-batch-size", type=int, help=f"images per evaluation batch (default {D.eval_batch_size})")
-    opt.add_argument("--lr", type=float, help=f"learning rate (default {D.lr})")
+    opt.add_argument("--lr", type=float, help="learning rate (default 5e-3 for --units 01, 1.25e-3 for pm1, "
+                     "the same step in the equivalent {0,1} weights)")
     opt.add_argument("--lr-schedule", choices=["constant", "cosine"], help="constant, or cosine decay to 0 "
                      "over the run (default cosine)")
     opt.add_argument("--optimizer", choices=list(OPTIMIZERS), help="adam, adamw, sgd (momentum 0.9) or "
@@ -130,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool, bool]
     resume_dir = given.pop("resume", None)
     overwrite = given.pop("overwrite", False)
     config_file = given.pop("config", None)
-    settings = asdict(TrainConfig())
+    settings = TrainConfig.defaults()
     if resume_dir is not None:
         if not (Path(resume_dir) / "config.json").is_file():
             raise RunDirError(f"cannot resume {resume_dir}: it holds no config.json, so it is not a run folder")

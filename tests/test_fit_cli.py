@@ -126,3 +126,19 @@ def test_sigint_saves_and_resume_continues_to_the_same_metrics(tmp_path):
     rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
              for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (run, tmp_path / "straight")]
     assert rows[0] == rows[1] and len(rows[0]) == 4
+
+
+def test_default_learning_rate_follows_the_units_unless_given(tmp_path):
+    from pyro_dcim.config import DEFAULT_LR, TrainConfig
+
+    def lr(*argv):
+        return fit.config_from_args(fit.build_parser().parse_args(list(argv)))[0].lr
+
+    assert lr() == DEFAULT_LR["01"] == TrainConfig().lr
+    assert lr("--units", "pm1") == DEFAULT_LR["pm1"] == TrainConfig(units="pm1").lr == DEFAULT_LR["01"] / 4
+    assert lr("--units", "pm1", "--lr", "0.01") == 0.01
+    saved = tmp_path / "config.json"        # a stored run's rate is kept, whatever its units
+    saved.write_text(json.dumps({"units": "pm1", "lr": 0.005}))
+    assert lr("--config", str(saved)) == 0.005
+    saved.write_text(json.dumps({"units": "pm1"}))
+    assert lr("--config", str(saved)) == DEFAULT_LR["pm1"]
