@@ -134,9 +134,8 @@ def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: O
         raise ValueError(f"code_weight needs the sampled layer to be n-1 = {n - 1}, got {k}")
     mf = net.forward_mean_field(x0)
     probs = torch.sigmoid(net.units.bit_logits(mf.preactivations[k - 1].detach()))
-    # u < p is an exact Bernoulli(p) draw and about twice as fast as torch.bernoulli on CPU
-    u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
-    bits = (u < probs).to(probs.dtype)
+    # u < p, written into the uniforms: an exact Bernoulli(p) draw, twice as fast as torch.bernoulli on CPU
+    bits = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype).lt_(probs)
     image_logits = net.reverse_mean_field(net.units.state(bits), layer=k).logits
     # the batch mean straight from the fused loss: no per-pixel tensor is kept for backward
     rev = F.binary_cross_entropy_with_logits(image_logits, x0, reduction="sum") / x0.shape[0]
