@@ -61,6 +61,7 @@ class LayerBlanket:
 
     @property
     def period(self) -> int:
+        """The smallest lattice spacing at which no two units share a child."""
         window, stride = self.layer.weight.shape[-1], self.layer.stride
         return window if self.chain.forward else math.ceil(window / stride)
 
@@ -70,11 +71,19 @@ class LayerBlanket:
         c, h, w = self.shape
         return c * min(self.period, h) * min(self.period, w)
 
-    def colours(self) -> list[Colour]:
-        if self._cache is not None:
+    def colours(self, period: Optional[int] = None) -> list[Colour]:
+        """The colours in a fixed order; ``period`` (convolutions) a lattice spacing at least
+        :attr:`period`, so that colourings of two child maps of the layer can coincide."""
+        if self._cache is not None and period is None:
             return self._cache
-        plans = self._dense_colours() if not self.is_conv else [self._conv_colour(*cab) for cab in self._conv_keys()]
-        if sum(p.delta.numel() for p in plans) <= _CACHE_ENTRIES:
+        if not self.is_conv:
+            plans = self._dense_colours()
+        else:
+            p = self.period if period is None else period
+            if p < self.period:
+                raise ValueError(f"period {p} is below the layer's conflict-free period {self.period}")
+            plans = [self._conv_colour(*cab, p) for cab in self._conv_keys(p)]
+        if period is None and sum(p.delta.numel() for p in plans) <= _CACHE_ENTRIES:
             self._cache = plans
         return plans
 
@@ -88,9 +97,8 @@ class LayerBlanket:
         return [Colour(idx[i:i + 1], None, None, cols[i]) for i in range(m)]
 
     # -- convolution: a lattice of positions per channel --------------------------------------
-    def _conv_keys(self) -> list[tuple[int, int, int]]:
+    def _conv_keys(self, p: int) -> list[tuple[int, int, int]]:
         c, h, w = self.shape
-        p = self.period
         return [(ci, a, b) for ci in range(c) for a in range(min(p, h)) for b in range(min(p, w))]
 
     def _footprint(self, v: torch.Tensor) -> torch.Tensor:
@@ -102,8 +110,8 @@ class LayerBlanket:
         return F.conv_transpose2d(v, ones, stride=layer.stride, padding=layer.padding,
                                   output_padding=layer.output_padding)
 
-    def _conv_colour(self, ci: int, a: int, b: int) -> Colour:
-        net, p = self.chain.net, self.period
+    def _conv_colour(self, ci: int, a: int, b: int, p: int) -> Colour:
+        net = self.chain.net
         device = net.input_bias.device
         # float64 so that unit indices survive the convolution exactly
         mask = torch.zeros(self.shape, dtype=torch.float64, device=device)

@@ -106,6 +106,13 @@ class Chain:
             return layer(state) - layer.bias
         return self.net.layers[k - 1].adjoint(state)
 
+    def child_adjoint(self, k: int, child: torch.Tensor) -> torch.Tensor:
+        """The transpose of :meth:`child_linear`: ``W^{k+1}ᵀ c`` forward, ``W^k c`` reverse, shaped like ``x^k``."""
+        if self.forward:
+            return self.net.layers[k].adjoint(child)
+        layer = self.net.layers[k - 1]
+        return layer(child) - layer.bias
+
     def child_layer(self, k: int) -> torch.nn.Module:
         """The tied layer between ``x^k`` and its child (``W^{k+1}`` forward, ``W^k`` reverse)."""
         return self.net.layers[k] if self.forward else self.net.layers[k - 1]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import arviz
     import pandas
 
-__all__ = ["to_inference_data", "summary", "rhat", "ess", "mcse", "mean_mcse_ess", "per_image_report",
+__all__ = ["psis", "to_inference_data", "summary", "rhat", "ess", "mcse", "mean_mcse_ess", "per_image_report",
            "plot_trace_rank"]
 
 
@@ -32,6 +32,16 @@ def _az():
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().flatten(3).cpu().double().numpy()
+
+
+def psis(log_weights: torch.Tensor, reff: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``az.psislw`` per image of log-weights ``(samples, batch)``: the Pareto-smoothed, normalised
+    log-weights ``(samples, batch)`` and the Pareto shape ``k̂`` ``(batch,)``, in float64."""
+    lw = log_weights.detach().double().cpu().T.numpy()          # ArviZ wants samples last
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        smoothed, khat = _az().psislw(lw, reff=reff)
+    return torch.from_numpy(np.ascontiguousarray(smoothed.T)), torch.as_tensor(np.asarray(khat, dtype=np.float64))
 
 
 def to_inference_data(draws: Mapping[str, torch.Tensor], attrs: Optional[dict] = None) -> "arviz.InferenceData":

@@ -27,8 +27,8 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..pyro_models import hidden_site
 from . import diagnostics
-from .blanket import LayerBlanket
-from .chain import Chain, bernoulli_log_prob
+from .chain import Chain
+from .energy import ChainEnergy, posterior_weights
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
 
@@ -67,7 +67,8 @@ class DCIMGibbs(MCMCKernel):
         self.record_conditionals = record_conditionals
         self.transforms: dict = {}    # bits need no transform; keeps MCMC from inspecting a model
         self._initial_params: Optional[dict[str, torch.Tensor]] = None
-        self._blankets: dict[int, LayerBlanket] = {}
+        self.weights = posterior_weights(direction)
+        self.energy = ChainEnergy(net, x0, y)
         self.conditionals: list[dict[str, torch.Tensor]] = []
         self.warmup_steps = 0
         self.sweeps = 0
@@ -76,7 +77,7 @@ class DCIMGibbs(MCMCKernel):
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         self.warmup_steps, self.sweeps, self.conditionals = warmup_steps, 0, []
         # weights may have changed since construction: colourings are rebuilt per run
-        self._blankets = {k: LayerBlanket(self.chain, k) for k in self.chain.hidden}
+        self.energy = ChainEnergy(self.net, self.x0, self.y)
         if self._initial_params is None:
             self._initial_params = self._initial_state()
 
@@ -97,10 +98,7 @@ class DCIMGibbs(MCMCKernel):
         lead = self._lead()
         bits = {k: params[hidden_site(k)].reshape(*lead, -1).clone() for k in self.chain.hidden}
         probs = {k: torch.empty_like(b) for k, b in bits.items()}
-        for parity in (1, 0):
-            for k in self.chain.hidden:
-                if k % 2 == parity:
-                    self._update_layer(k, bits, probs[k])
+        self.energy.sweep(bits, self.weights, probs)
         self.sweeps += 1
         if self.record_conditionals and self.sweeps > self.warmup_steps:
             self.conditionals.append({hidden_site(k): self._shaped(k, p) for k, p in probs.items()})
@@ -112,23 +110,6 @@ class DCIMGibbs(MCMCKernel):
 
     def _shaped(self, k: int, flat: torch.Tensor) -> torch.Tensor:
         return flat.reshape(*self._lead(), *self.net.shapes[k])
-
-    def _state(self, k: int, bits: dict[int, torch.Tensor]) -> torch.Tensor:
-        """State of layer ``k`` in the unit encoding; the clamped ends for ``k = 0`` and ``k = n``."""
-        if k == 0:
-            return self.chain.units.state(self.x0)
-        if k == self.net.num_layers:
-            return self.net.class_state(self.y)
-        return self.chain.units.state(self._shaped(k, bits[k]))
-
-    def _child_target(self, k: int, bits: dict[int, torch.Tensor]) -> torch.Tensor:
-        """Bits of ``k``'s child (flat), the image's intensities (flat), or the class indices."""
-        c = self.chain.child(k)
-        if c == self.net.num_layers:
-            return self.y
-        if c == 0:
-            return self.x0.flatten(1)
-        return bits[c]
 
     def _initial_state(self) -> dict[str, torch.Tensor]:
         lead, dtype = self._lead(), self.net.input_bias.dtype
@@ -147,37 +128,6 @@ class DCIMGibbs(MCMCKernel):
                 out[hidden_site(k)] = torch.bernoulli(p.expand(*lead, *self.net.shapes[k]))
                 parent = self.chain.units.state(out[hidden_site(k)])
         return out
-
-    def _update_layer(self, k: int, bits: dict[int, torch.Tensor], probs: torch.Tensor) -> None:
-        chain, x = self.chain, bits[k]
-        # parent logits and child pre-activations: one product each per layer and sweep
-        own = chain.logits(k, self._state(chain.parent(k), bits)).flatten(-len(self.net.shapes[k])).expand(x.shape)
-        pre = chain.child_preactivation(k, chain.units.state(self._shaped(k, x))).flatten(2).clone()
-        target = self._child_target(k, bits)
-        to_class = chain.end_is_class(k)
-        for col in self._blankets[k].colours():
-            xs = x[..., col.units]
-            a = pre if col.children is None else pre[..., col.children]
-            xo = xs if col.owner is None else xs[..., col.owner]
-            a1, a0 = a + (1 - xo) * col.delta, a - xo * col.delta
-            if to_class:   # the categorical child couples every class: one total per unit
-                field = (chain.child_log_prob(k, a1, target) - chain.child_log_prob(k, a0, target)).unsqueeze(-1)
-            else:
-                t = target if col.children is None else target[..., col.children]
-                logit = chain.units.bit_logits
-                d = bernoulli_log_prob(logit(a1), t) - bernoulli_log_prob(logit(a0), t)
-                field = d.sum(-1, keepdim=True) if col.owner is None else \
-                    d.new_zeros(xs.shape).index_add_(-1, col.owner, d)
-            p = torch.sigmoid(own[..., col.units] + field)
-            new = (torch.rand_like(p) < p).to(x.dtype)
-            new_o = new if col.owner is None else new[..., col.owner]
-            a = a + (new_o - xo) * col.delta
-            if col.children is None:
-                pre = a
-            else:
-                pre[..., col.children] = a
-            x[..., col.units] = new
-            probs[..., col.units] = p
 
     def conditional_draws(self) -> dict[str, torch.Tensor]:
         """Recorded conditionals as ``{site: (chains, draws, batch, *shape)}``."""

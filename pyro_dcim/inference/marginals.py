@@ -23,7 +23,10 @@ class Marginals:
     ``ess``: effective sample size per image, ``(batch,)`` (sampling estimators).
     ``log_evidence``: the log-probability of the far end where it is observed,
     ``log p(x^n | x^0)`` forward or ``log p(x^0 | x^n)`` reverse, ``(batch,)``.
+    ``log_evidence_stderr``: its standard error (importance sampling).
     ``log_weights``: importance log-weights ``(samples, batch)`` (importance sampling).
+    ``khat``: Pareto ``k̂`` of each image's importance weights and ``reliable`` (``k̂ ≤ 0.7``),
+    ``(batch,)`` (importance sampling, :mod:`.weights`).
     """
 
     hidden: list[torch.Tensor]
@@ -33,6 +36,9 @@ class Marginals:
     ess: Optional[torch.Tensor] = None
     log_evidence: Optional[torch.Tensor] = None
     log_weights: Optional[torch.Tensor] = None
+    log_evidence_stderr: Optional[torch.Tensor] = None
+    khat: Optional[torch.Tensor] = None
+    reliable: Optional[torch.Tensor] = None
     method: str = ""
     direction: str = "forward"
     extra: dict = field(default_factory=dict)

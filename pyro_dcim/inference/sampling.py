@@ -15,8 +15,13 @@ plate, so all images would share one weight; it is not used.)
   the far end observed, for the posterior ``p(x^1..x^{n-1} | x^0, x^n)`` and the
   evidence ``log p(x^n | x^0)`` (forward) or ``log p(x^0 | x^n)`` (reverse).
 
-Standard errors: ``Var ≈ Σ_s w̄_s² (f_s − f̂)²`` (delta method; the plain sample
-variance over ``S`` when the weights are equal), ``ESS = 1 / Σ_s w̄_s²``.
+Standard errors: ``Var ≈ Σ_s w̃_s² (f_s − f̂)²`` (delta method; the plain sample
+variance over ``S`` when the weights are equal), ``ESS = 1 / Σ_s w̃_s²``, with ``w̃`` the
+Pareto-smoothed normalised weights (PSIS, :mod:`.weights`): each image's Pareto ``k̂`` is
+reported, and images with ``k̂ > 0.7`` are flagged (``.reliable``) with one warning.  The
+estimates use the smoothed weights too, except the evidence, which stays the raw (unbiased)
+``log mean_s w_s``.  Only the largest weights are smoothed, so a stream of chunks keeps the
+readouts of the current largest-weight particles and corrects the streamed sums at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pyro import poutine
 from ..pyro_models import hidden_site
 from .chain import check_direction
 from .marginals import Marginals
+from .weights import tail_length, weight_diagnostics
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -44,18 +50,44 @@ PARTICLE_PLATE = "particles"
 
 
 class LogLikelihood(NamedTuple):
-    """A per-image Monte Carlo estimate of a log-probability, ``(batch,)`` each."""
+    """A per-image Monte Carlo estimate of a log-probability, ``(batch,)`` each: the estimate, its
+    standard error and ESS (Pareto-smoothed weights), the Pareto ``khat`` and ``reliable`` (``k̂ ≤ 0.7``)."""
 
     estimate: torch.Tensor
     stderr: torch.Tensor
     ess: torch.Tensor
+    khat: torch.Tensor
+    reliable: torch.Tensor
+
+
+class _Tail:
+    """The ``m`` largest-weight particles of each image, across chunks: log-weights, their
+    positions in the whole run, and their readouts (what PSIS smooths)."""
+
+    def __init__(self, m: int) -> None:
+        self.m = m
+        self.log_w: Optional[torch.Tensor] = None
+        self.index: Optional[torch.Tensor] = None
+        self.values: dict[str, torch.Tensor] = {}
+
+    def update(self, log_w: torch.Tensor, values: dict[str, torch.Tensor], offset: int) -> None:
+        index = torch.arange(offset, offset + log_w.shape[0], device=log_w.device)[:, None].expand(log_w.shape)
+        if self.log_w is not None:
+            log_w, index = torch.cat([self.log_w, log_w]), torch.cat([self.index, index])
+        top = log_w.topk(min(self.m, log_w.shape[0]), dim=0).indices
+        self.log_w, self.index = log_w.gather(0, top), index.gather(0, top)
+        for name, v in values.items():
+            if name in self.values:
+                v = torch.cat([self.values[name], v])
+            self.values[name] = torch.take_along_dim(v, top.reshape(*top.shape, *([1] * (v.dim() - 2))), 0)
 
 
 class _WeightedMoments:
     """Streams ``Σ w f``, ``Σ w² f``, ``Σ w² f²`` over particle chunks with a running log-shift."""
 
-    def __init__(self) -> None:
+    def __init__(self, tail: Optional[_Tail] = None) -> None:
         self.count = 0
+        self.tail = tail
         self.shift: Optional[torch.Tensor] = None
         self.sums: dict[str, list[torch.Tensor]] = {}
         self.sw = self.sw2 = None
@@ -110,22 +142,52 @@ class _WeightedMoments:
                     acc.add_(p)
             else:
                 self.sums[name] = [p.clone() for p in parts]   # the parts may alias one another
+        if self.tail is not None:
+            self.tail.update(log_w, values, self.count)
         self.shift = shift
         self.count += log_w.shape[0]
 
-    def result(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Means, standard errors, ESS ``(B,)`` and ``log mean_s w_s`` ``(B,)``."""
-        ess = self.sw ** 2 / self.sw2
+    def result(self, smoothed: Optional[torch.Tensor] = None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Means, standard errors, ESS ``(B,)`` and ``log mean_s w_s`` ``(B,)``.
+
+        ``smoothed``: the Pareto-smoothed normalised log-weights of all particles ``(S, B)``;
+        they differ from the raw ones by one factor ``c`` outside the kept tail, so every
+        weighted sum is ``c² · (total − tail, raw) + tail, smoothed`` (in float64).
+        """
+        sw, sw2 = self.sw.double(), self.sw2.double()
+        if smoothed is None or self.tail is None:
+            c, tail = torch.ones_like(sw), None
+            sum_sq = sw2 / sw ** 2
+        else:
+            t = self.tail
+            raw = ((t.log_w - self.shift).double().exp() / sw)               # (m, B), normalised
+            smooth = smoothed.double().gather(0, t.index).exp()
+            c = (1 - smooth.sum(0)).clamp_min(0) / (1 - raw.sum(0)).clamp_min(1e-300)
+            sum_sq = c ** 2 * (sw2 / sw ** 2 - (raw ** 2).sum(0)) + (smooth ** 2).sum(0)
+            tail = (raw, smooth)
+        ess = 1.0 / sum_sq
         # ess/(ess-1): the usual n/(n-1) correction, exact for equal weights
         correction = ess / (ess - 1).clamp_min(1e-12)
         means, stderrs = {}, {}
         for name, (s1, q1, q2) in self.sums.items():
-            sw, sw2, c = (self._per_image(t, s1) for t in (self.sw, self.sw2, correction))
-            mean = s1 / sw
-            var = (q2 - 2 * mean * q1 + mean * mean * sw2) / (sw * sw)
-            means[name], stderrs[name] = mean, (var.clamp_min(0) * c).sqrt()
+            def per(v: torch.Tensor, like: torch.Tensor = s1) -> torch.Tensor:
+                return self._per_image(v, like)
+
+            m1, m2, m3 = s1.double() / per(sw), q1.double() / per(sw ** 2), q2.double() / per(sw ** 2)
+            cc = per(c)
+            m1, m2, m3 = cc * m1, cc * cc * m2, cc * cc * m3
+            if tail is not None:
+                f = self.tail.values[name].double()
+                rw, sm = (w.reshape(w.shape + (1,) * (f.dim() - 2)) for w in tail)
+                m1 = m1 - cc * (rw * f).sum(0) + (sm * f).sum(0)
+                m2 = m2 - cc * cc * (rw * rw * f).sum(0) + (sm * sm * f).sum(0)
+                m3 = m3 - cc * cc * (rw * rw * f * f).sum(0) + (sm * sm * f * f).sum(0)
+            var = m3 - 2 * m1 * m2 + m1 * m1 * per(sum_sq)
+            means[name] = m1.to(s1.dtype)
+            stderrs[name] = (var.clamp_min(0) * per(correction)).sqrt().to(s1.dtype)
         log_mean_w = self.shift + (self.sw / self.count).log()
-        return means, stderrs, ess, log_mean_w
+        return means, stderrs, ess.to(self.sw.dtype), log_mean_w
 
 
 def _proposal(net: "DCIM", name: str, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> Callable[[], None]:
@@ -225,10 +287,12 @@ def _batch(net: "DCIM", x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -
 @torch.no_grad()
 def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: Optional[Callable],
                         num_samples: int, chunk_size: int, observed_end: bool, method: str,
-                        skip: frozenset[str] = frozenset()) -> Marginals:
+                        skip: frozenset[str] = frozenset(), warn: bool = True) -> Marginals:
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
-    acc, all_log_w = _WeightedMoments(), []
+    weighted = proposal is not None
+    acc = _WeightedMoments(_Tail(tail_length(num_samples) + 1) if weighted else None)
+    all_log_w = []
     scored = lambda name, site: name not in skip  # noqa: E731
     for size in _chunks(num_samples, chunk_size):
         with pyro.plate(PARTICLE_PLATE, size, dim=-2):
@@ -246,14 +310,18 @@ def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: 
             log_w = log_w + _log_weights(model_tr, guide_tr, skip)
         acc.update(log_w, values, equal_weights=proposal is None, binary=observed_end)
         all_log_w.append(log_w)
-    means, stderrs, ess, log_mean_w = acc.result()
+    log_w = torch.cat(all_log_w)
+    diag = weight_diagnostics(log_w, what=f"importance sampling ({direction})", warn=warn) if weighted else None
+    means, stderrs, ess, log_mean_w = acc.result(None if diag is None else diag.smoothed)
 
     def pack(d: dict[str, torch.Tensor], **kw) -> Marginals:
         return Marginals([d[f"x{k}"] for k in range(1, net.num_layers)], d.get("classes"), d.get("image"),
                          method=method, direction=direction, **kw)
 
-    return pack(means, stderr=pack(stderrs), ess=ess, log_weights=torch.cat(all_log_w),
-                log_evidence=log_mean_w if observed_end else None)
+    psis = {} if diag is None else {"khat": diag.khat, "reliable": diag.reliable}
+    return pack(means, stderr=pack(stderrs), ess=ess, log_weights=log_w,
+                log_evidence=log_mean_w if observed_end else None,
+                log_evidence_stderr=diag.stderr if observed_end and diag is not None else None, **psis)
 
 
 def ancestral_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: int, *,
@@ -308,8 +376,9 @@ def importance_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, nu
     ``log p̂ = log mean_s p(x^0, h_s | y) / q(h_s)`` with ``h_s ~ q``, by default the
     forward mean-field guide given ``x^0`` (``proposal="forward"`` uses the forward
     chain itself).  The estimate is biased low by Jensen, consistently; its standard
-    error is the delta method's ``sqrt((S/ESS − 1) / (S − 1))``.
+    error is the delta method's ``sqrt((S/ESS − 1) / (S − 1))`` with the ESS of the
+    Pareto-smoothed weights, and images whose weights have ``k̂ > 0.7`` are flagged
+    (``reliable`` False, one warning): their error bars cannot be trusted.
     """
     m = importance_marginals(net, x0, num_samples, y, direction="reverse", proposal=proposal, chunk_size=chunk_size)
-    stderr = ((num_samples / m.ess - 1).clamp_min(0) / max(num_samples - 1, 1)).sqrt()
-    return LogLikelihood(m.log_evidence, stderr, m.ess)
+    return LogLikelihood(m.log_evidence, m.log_evidence_stderr, m.ess, m.khat, m.reliable)

@@ -1,0 +1,86 @@
+"""Importance weights you can trust or are told not to: Pareto-smoothed importance sampling (PSIS).
+
+The sample ESS ``(Σw)² / Σw²`` of heavy-tailed weights is itself a wild, optimistic estimate.
+PSIS (Vehtari, Simpson, Gelman, Yao & Gabry 2024) fits a generalised Pareto distribution to the
+largest weights of each image; its shape ``k̂`` says whether the estimate can be trusted
+(``k̂ ≤ 0.7``; above it the error bar is meaningless), and the smoothed weights replace the
+largest raw ones in the ESS and the Monte Carlo standard error.  ArviZ computes both
+(:func:`pyro_dcim.inference.diagnostics.psis`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import torch
+
+from . import diagnostics
+
+__all__ = ["KHAT_THRESHOLD", "WeightDiagnostics", "weight_diagnostics", "log_mean_exp", "tail_length",
+           "UnreliableEstimateWarning"]
+
+#: Images whose Pareto ``k̂`` exceeds this are flagged unreliable (Vehtari et al. 2024).
+KHAT_THRESHOLD = 0.7
+#: Fewer samples leave at most four in ArviZ's tail: no Pareto fit, ``k̂`` is NaN.
+MIN_SAMPLES_FOR_KHAT = 21
+
+
+class UnreliableEstimateWarning(UserWarning):
+    """Some images' importance weights are too heavy-tailed for their estimate to be trusted."""
+
+
+class WeightDiagnostics(NamedTuple):
+    """Per image, ``(batch,)``: Pareto ``khat``, ``reliable`` (``k̂ ≤ 0.7``, or k̂ NaN), the ESS
+    ``1 / Σ w̃²`` and the standard error of ``log mean w`` from the smoothed, normalised weights
+    ``w̃``; ``smoothed``: the normalised smoothed log-weights ``(samples, batch)``."""
+
+    khat: torch.Tensor
+    reliable: torch.Tensor
+    ess: torch.Tensor
+    stderr: torch.Tensor
+    smoothed: torch.Tensor
+
+
+def log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
+    """``log mean_s exp(log_w[s])`` over the first dimension."""
+    return log_w.logsumexp(0) - math.log(log_w.shape[0])
+
+
+def tail_length(num_samples: int, reff: float = 1.0) -> int:
+    """The number of largest weights ArviZ's PSIS smooths: ``ceil(min(S/5, 3 sqrt(S/reff)))``."""
+    return int(math.ceil(min(num_samples / 5.0, 3 * math.sqrt(num_samples / reff))))
+
+
+def weight_diagnostics(log_w: torch.Tensor, *, what: str = "importance sampling", warn: bool = True
+                       ) -> WeightDiagnostics:
+    """PSIS diagnostics of per-image log-weights ``(samples, batch)`` (independent draws, ``reff = 1``).
+
+    The standard error of ``log mean w`` is the delta method's ``sqrt((S Σw̃² − 1) / (S − 1))``
+    with the smoothed normalised weights.  With ``warn``, one :class:`UnreliableEstimateWarning`
+    names how many images are flagged and what to do.
+    """
+    s = log_w.shape[0]
+    if s >= MIN_SAMPLES_FOR_KHAT:
+        smoothed, khat = diagnostics.psis(log_w)
+    else:
+        smoothed = log_w - log_w.logsumexp(0)
+        khat = torch.full(log_w.shape[1:], math.nan, dtype=torch.float64)
+    smoothed, khat = smoothed.to(log_w.device), khat.to(log_w.device)
+    sum_sq = (2 * smoothed.double()).exp().sum(0)
+    ess = 1.0 / sum_sq
+    stderr = ((s * sum_sq - 1).clamp_min(0) / max(s - 1, 1)).sqrt()
+    reliable = ~(khat > KHAT_THRESHOLD)
+    if warn:
+        warn_unreliable(reliable, what)
+    return WeightDiagnostics(khat, reliable, ess.to(log_w.dtype), stderr.to(log_w.dtype), smoothed)
+
+
+def warn_unreliable(reliable: torch.Tensor, what: str) -> None:
+    bad = int((~reliable).sum())
+    if bad:
+        warnings.warn(
+            f"{what}: {bad} of {reliable.numel()} images have Pareto k̂ > {KHAT_THRESHOLD}; their estimates and "
+            "error bars cannot be trusted (see .reliable). Use more samples, proposal='forward', "
+            "ais_log_likelihood or gibbs_posterior for them.", UnreliableEstimateWarning, stacklevel=3)
