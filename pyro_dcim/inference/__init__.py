@@ -1,4 +1,4 @@
-"""Inference engines beside the mean-field approximation (issue 5).
+"""Inference engines beside the mean-field approximation.
 
 Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 :class:`Marginals` (hidden layers in index order ``x^1 … x^{n-1}``):
@@ -10,10 +10,14 @@ Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
   :func:`importance_log_likelihood` — vectorised Monte Carlo with the Pyro models;
 * :func:`importance_bounds`, :func:`k_sample_bounds` — K-sample bounds on ``log p(x^0 | y)``;
 * :class:`DCIMGibbs`, :func:`gibbs_posterior` — a Gibbs kernel for ``pyro.infer.MCMC``;
+* :func:`ais_log_likelihood`, :func:`ais_log_marginal`, :func:`bdmc` — annealed importance
+  sampling of ``log p(x^0 | y)`` and ``log p(x^0)``, and BDMC sandwiches on simulated data;
+* :mod:`.weights` — Pareto-smoothed importance weights: ``k̂``, ESS and error bars;
 * :mod:`.diagnostics` — ArviZ summaries, R-hat, ESS, MCSE, trace/rank plots.
 """
 
 from . import diagnostics
+from .ais import AISResult, BDMCResult, MarginalResult, ais_log_likelihood, ais_log_marginal, bdmc
 from .bounds import KSampleBound, importance_bounds, k_sample_bounds
 from .exact import DEFAULT_MAX_UNITS, LayerTooWideError, exact_log_likelihood, exact_marginals, exact_posterior
 from .gibbs import DCIMGibbs, gibbs_posterior
@@ -33,4 +37,5 @@ __all__ = [
     "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood", "default_chunk_size",
     "KSampleBound", "importance_bounds", "k_sample_bounds",
     "DCIMGibbs", "gibbs_posterior", "diagnostics",
+    "ais_log_likelihood", "ais_log_marginal", "bdmc", "AISResult", "BDMCResult", "MarginalResult",
 ]
