@@ -182,8 +182,47 @@ def test_streamed_moments_equal_one_pass(kind):
     mean, se, ess, _ = one.result()
     w = torch.softmax(log_w, 0)
     assert torch.allclose(mean["v"], (w[..., None] * v).sum(0))
-    expected_var = (w[..., None] ** 2 * (v - mean["v"]) ** 2).sum(0) * (ess / (ess - 1))[:, None]
+    expected_var = (w[..., None] ** 2 * (v - mean["v"]) ** 2).sum(0)
+    if kind == "binary":   # at least the binomial variance at the Laplace-adjusted mean
+        q = (1 / ess)[:, None]
+        p_adj = (mean["v"] + q) / (1 + 2 * q)
+        expected_var = torch.maximum(expected_var, p_adj * (1 - p_adj) * q)
+    expected_var = expected_var * (ess / (ess - 1))[:, None]
     assert torch.allclose(se["v"], expected_var.clamp_min(0).sqrt(), atol=1e-7)
+
+
+def test_a_0_1_mean_seen_at_one_end_keeps_an_error_bar():
+    acc = _WeightedMoments()
+    acc.update(torch.zeros(400, 1, dtype=torch.float64), {"v": torch.ones(400, 1, 2, dtype=torch.float64)},
+               binary=True)
+    mean, se, ess, _ = acc.result()
+    assert torch.equal(mean["v"], torch.ones(1, 2, dtype=torch.float64))
+    # rule of three: a true 1 − 3/400 would show 400 ones 5% of the time; 3 s.e. must reach it
+    assert (3 * se["v"] >= 0.9 * 3 / 400).all() and (se["v"] < 0.01).all()
+
+
+def test_psis_moments_streamed_equal_one_pass_with_smoothed_weights():
+    """The tail kept across chunks corrects the streamed sums to the smoothed weights exactly."""
+    from pyro_dcim.inference.sampling import _Tail
+    from pyro_dcim.inference.weights import tail_length, weight_diagnostics
+
+    torch.manual_seed(5)
+    s = 400
+    log_w = 2.5 * torch.randn(s, 3, dtype=torch.float64)
+    v = torch.rand(s, 3, 2, dtype=torch.float64)
+    acc = _WeightedMoments(_Tail(tail_length(s) + 1))
+    for rows in (slice(0, 90), slice(90, 250), slice(250, s)):
+        acc.update(log_w[rows], {"v": v[rows]})
+    diag = weight_diagnostics(log_w, warn=False)
+    mean, se, ess, _ = acc.result(diag.smoothed)
+    w = diag.smoothed.exp()
+    assert torch.allclose(w.sum(0), torch.ones(3, dtype=torch.float64))
+    ref_mean = (w[..., None] * v).sum(0)
+    assert torch.allclose(mean["v"], ref_mean, atol=1e-10)
+    ref_var = (w[..., None] ** 2 * (v - ref_mean) ** 2).sum(0) * (ess / (ess - 1))[:, None]
+    assert torch.allclose(se["v"], ref_var.sqrt(), atol=1e-10)
+    assert torch.allclose(ess, 1 / (w ** 2).sum(0))
+    assert not torch.allclose(mean["v"], (torch.softmax(log_w, 0)[..., None] * v).sum(0), atol=1e-6)
 
 
 @pytest.mark.parametrize("proposal,direction", [("mean_field", "forward"), ("reverse_mean_field", "reverse"),

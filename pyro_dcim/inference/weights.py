@@ -68,6 +68,11 @@ def weight_diagnostics(log_w: torch.Tensor, *, what: str = "importance sampling"
         smoothed = log_w - log_w.logsumexp(0)
         khat = torch.full(log_w.shape[1:], math.nan, dtype=torch.float64)
     smoothed, khat = smoothed.to(log_w.device), khat.to(log_w.device)
+    # ArviZ's fit can fail on a tail of tied weights (tiny hidden spaces repeat states): keep the raw ones
+    failed = ~torch.isfinite(smoothed).all(0)
+    if failed.any():
+        raw = (log_w - log_w.logsumexp(0)).to(smoothed)
+        smoothed = torch.where(failed, raw, smoothed)
     sum_sq = (2 * smoothed.double()).exp().sum(0)
     ess = 1.0 / sum_sq
     stderr = ((s * sum_sq - 1).clamp_min(0) / max(s - 1, 1)).sqrt()
