@@ -126,22 +126,31 @@ def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = 
     """Deterministic guide for :func:`forward_model`: ``q(x^k) = Π_i Bernoulli(μ^k_i)``.
 
     The marginals come from :meth:`DCIM.forward_mean_field`, so the guide and the
-    DNN forward pass are one computation.  ``y`` is accepted (and ignored) so the
-    guide takes the model's arguments.
+    DNN forward pass are one computation.  With ``y`` observed the class is not a
+    latent site; with ``y=None`` it is, and the guide covers it with the mean-field
+    class probabilities (eq. 15), so Pyro's ``Importance`` and ELBOs see every latent.
     """
     pyro.module(name, net)
-    mf = net.forward_mean_field(x0, upto=net.num_layers - 1)
+    mf = net.forward_mean_field(x0, upto=None if y is None else net.num_layers - 1)
     with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
         for k, a in enumerate(mf.preactivations, start=1):
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
+        if y is None:
+            pyro.sample("class", dist.Categorical(logits=mf.logits))
 
 
 def reverse_mean_field_guide(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
                              name: str = "dcim") -> None:
-    """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``."""
+    """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``.
+
+    With ``x0=None`` the image is a latent site of the model, and the guide covers it
+    with the mean-field image probabilities ``ν^0``.
+    """
     pyro.module(name, net)
     rmf = net.reverse_mean_field(y)
     with pyro.plate(PLATE_NAME, rmf.logits.shape[0], dim=-1):
         for j, a in enumerate(rmf.preactivations):
             k = net.num_layers - 1 - j
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
+        if x0 is None:
+            pyro.sample("x0", _bernoulli(rmf.logits, len(net.input_shape)))

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _brute_force import random_net as _net
+from _brute_force import single_thread  # noqa: F401 (a fixture)
 from pyro import poutine
 from pyro.infer import Predictive
 
@@ -170,3 +171,32 @@ def test_bernoulli_site_log_prob_and_draws_match_torch():
     assert draws.dtype == probs.dtype and set(draws.unique().tolist()) <= {0.0, 1.0}
     se = (probs * (1 - probs) / 40_000).sqrt()
     assert ((draws.mean(0) - probs).abs() <= 4 * se + 1e-4).all()
+
+
+def test_pyro_importance_with_the_guides_gives_the_exact_far_end_marginals(single_thread):
+    """The guides cover every latent site of their model (the class, or the image, when it is
+    not given), so Pyro's own ``Importance`` + ``EmpiricalMarginal`` estimate the exact marginals."""
+    from pyro.infer import EmpiricalMarginal, Importance
+
+    from pyro_dcim.inference import exact_marginals
+
+    net = _net([3, 3, 4], (5,), scale=1.5)
+    x0 = torch.tensor([[1.0, 0, 1, 1, 0]], dtype=torch.float64)
+    y = torch.tensor([2])
+    num_samples = 1500
+    cases = [(net.forward_model, net.mean_field_guide, (x0,), "class",
+              exact_marginals(net, x0).classes[0]),
+             (net.reverse_model, net.reverse_mean_field_guide, (y,), "x0",
+              exact_marginals(net, y=y, direction="reverse").image[0])]
+    for model, guide, args, site, exact in cases:
+        guide_tr = poutine.trace(guide).get_trace(*args)
+        assert site in guide_tr.nodes and not guide_tr.nodes[site]["is_observed"]
+        posterior = Importance(model, guide=guide, num_samples=num_samples).run(*args)
+        marginal = EmpiricalMarginal(posterior, site)
+        if site == "class":
+            estimate = torch.stack([marginal.log_prob(torch.tensor([c])).exp() for c in range(net.num_classes)])
+        else:
+            estimate = marginal.mean[0]
+        ess = float(posterior.get_ESS())
+        stderr = (exact * (1 - exact) / ess).sqrt()
+        assert ((estimate - exact).abs() <= 4 * stderr + 1e-3).all(), (site, estimate, exact, ess)
