@@ -173,7 +173,8 @@ def test_bernoulli_site_log_prob_and_draws_match_torch():
     assert ((draws.mean(0) - probs).abs() <= 4 * se + 1e-4).all()
 
 
-def test_pyro_importance_with_the_guides_gives_the_exact_far_end_marginals(single_thread):
+@pytest.mark.usefixtures("single_thread")
+def test_pyro_importance_with_the_guides_gives_the_exact_far_end_marginals():
     """The guides cover every latent site of their model (the class, or the image, when it is
     not given), so Pyro's own ``Importance`` + ``EmpiricalMarginal`` estimate the exact marginals."""
     from pyro.infer import EmpiricalMarginal, Importance
