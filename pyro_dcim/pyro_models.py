@@ -9,6 +9,10 @@ vectorises every site, since the tied layers accept leading batch dimensions.
 Images are Bernoulli observations; intensities in [0, 1] are soft targets, so the
 ``"x0"`` site's ``log_prob`` is the negative binary cross-entropy (the exact
 log-likelihood for binary images).
+
+A layer site enumerates its ``2^m`` joint states (up to :data:`ENUMERATE_MAX_UNITS`
+units), so ``config_enumerate`` + ``TraceEnum_ELBO`` sum out the hidden layers of a
+narrow net exactly.  ``infer_discrete`` does not work: it needs scalar sites.
 """
 
 from __future__ import annotations
@@ -66,10 +70,39 @@ class _Bernoulli(dist.Bernoulli):
         return new
 
 
+#: Widest layer whose joint states :class:`_Layer` enumerates (2^16 states).
+ENUMERATE_MAX_UNITS = 16
+
+
+class _Layer(dist.Independent):
+    """A layer of Bernoulli units as one site, enumerable over its ``2^m`` joint states.
+
+    So ``config_enumerate`` marks the hidden sites, and ``TraceEnum_ELBO`` and
+    ``infer_discrete`` sum out whole layers of a narrow net exactly.
+    """
+
+    @property
+    def has_enumerate_support(self) -> bool:
+        return True
+
+    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
+        shape = self.event_shape
+        m = shape.numel()
+        if m > ENUMERATE_MAX_UNITS:
+            raise ValueError(f"cannot enumerate a layer of {m} units (shape {tuple(shape)}, 2^{m} states; "
+                             f"the limit is {ENUMERATE_MAX_UNITS} units): use sampling or the guides instead")
+        p = self.base_dist.probs
+        codes = torch.arange(1 << m, device=p.device)
+        shifts = torch.arange(m - 1, -1, -1, device=p.device)
+        bits = ((codes[:, None] >> shifts) & 1).to(p.dtype)
+        bits = bits.reshape((1 << m,) + (1,) * len(self.batch_shape) + shape)
+        return bits.expand((1 << m,) + self.batch_shape + shape) if expand else bits
+
+
 def _bernoulli(logits: torch.Tensor, event_dims: int, soft: bool = False) -> dist.TorchDistribution:
     # Soft targets are outside Bernoulli's support; the cross-entropy is still the right log-prob.
     d = _Bernoulli(logits=logits, validate_args=False if soft else None)
-    return d.to_event(event_dims)
+    return _Layer(d, event_dims)
 
 
 def _batch_size(net: "DCIM", x: torch.Tensor, event_dims: int) -> int:

@@ -201,3 +201,32 @@ def test_pyro_importance_with_the_guides_gives_the_exact_far_end_marginals():
         ess = float(posterior.get_ESS())
         stderr = (exact * (1 - exact) / ess).sqrt()
         assert ((estimate - exact).abs() <= 4 * stderr + 1e-3).all(), (site, estimate, exact, ess)
+
+
+@pytest.mark.parametrize("spec,input_shape", [([3, 3, 4], (5,)), ([(2, 1, 2), 3, 4], (1, 3, 3))])
+def test_trace_enum_elbo_sums_out_the_layers_exactly(spec, input_shape):
+    """``config_enumerate`` marks every hidden layer; with an empty guide ``TraceEnum_ELBO``'s loss
+    is then ``-log p(y | x^0)`` (forward) and ``-log p(x^0 | y)`` (reverse), as exact enumeration."""
+    from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+    from pyro_dcim.inference import exact_posterior
+
+    net = _net(spec, input_shape, scale=1.5)
+    x0 = torch.bernoulli(torch.full((3, *input_shape), 0.5, dtype=torch.float64))
+    y = torch.tensor([2, 0, 1])
+    tr = poutine.trace(config_enumerate(net.forward_model)).get_trace(x0, y)
+    assert all(tr.nodes[f"x{k}"]["infer"].get("enumerate") == "parallel" for k in (1, 2))
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    for direction, model, args in [("forward", net.forward_model, (x0, y)), ("reverse", net.reverse_model, (y, x0))]:
+        loss = elbo.loss(config_enumerate(model), lambda *args: None, *args)
+        exact = exact_posterior(net, x0, y, direction=direction).log_evidence.sum()
+        assert loss == pytest.approx(-float(exact), rel=1e-10)
+
+
+def test_enumerating_a_wide_layer_is_a_clear_error():
+    from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+    net = _net([17, 3], (4,))
+    x0, y = torch.rand(2, 4, dtype=torch.float64), torch.tensor([0, 2])
+    with pytest.raises(ValueError, match="cannot enumerate a layer of 17 units"):
+        TraceEnum_ELBO(max_plate_nesting=1).loss(config_enumerate(net.forward_model), lambda *args: None, x0, y)
