@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..validation import check_images, check_labels
 
@@ -33,9 +32,15 @@ def check_direction(direction: str) -> str:
     return direction
 
 
+def log1p_exp(logits: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^l)`` to full precision: ``F.softplus`` returns ``l`` itself above ``l = 20``,
+    an error of ``e^{-20} ≈ 2e-9`` that float64 enumeration would carry."""
+    return logits.clamp_min(0) + torch.log1p(torch.exp(-logits.abs()))
+
+
 def bernoulli_log_prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Elementwise ``log Bernoulli(t; σ(l))``; soft targets give the negative cross-entropy."""
-    return target * logits - F.softplus(logits)
+    return target * logits - log1p_exp(logits)
 
 
 class Chain:

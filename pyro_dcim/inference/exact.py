@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .chain import Chain
+from .chain import Chain, log1p_exp
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
 
@@ -59,7 +59,7 @@ class _Enumerator:
             if m > max_units:
                 raise LayerTooWideError(
                     f"exact enumeration: hidden layer x{k} has {m} units (shape {tuple(net.shapes[k])}), "
-                    f"more than the limit of {max_units} ({1 << m} states); use a sampling estimator "
+                    f"more than the limit of {max_units} (2^{m} states); use a sampling estimator "
                     "or raise max_units")
         self.bits = {k: all_bit_states(self.chain.numel(k), like) for k in self.chain.hidden}
 
@@ -73,7 +73,7 @@ class _Enumerator:
     def log_bernoulli_table(self, k: int, logits: torch.Tensor) -> torch.Tensor:
         """``log p(x^k = s | ·)`` for every state ``s``: ``(rows, 2^{m_k})`` from logits ``(rows, *shape_k)``."""
         logits = logits.flatten(1)
-        return logits @ self.bits[k].T - F.softplus(logits).sum(-1, keepdim=True)
+        return logits @ self.bits[k].T - log1p_exp(logits).sum(-1, keepdim=True)
 
     # -- forward messages ------------------------------------------------------------
     def alphas(self, start: torch.Tensor) -> list[torch.Tensor]:
