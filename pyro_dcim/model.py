@@ -17,7 +17,7 @@ from . import pyro_models
 from .layers import make_layer
 from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
-from .validation import check_images, check_labels, check_state
+from .validation import as_labels, check_images, check_labels, check_state
 
 __all__ = ["DCIM", "ForwardMeanField", "ReverseMeanField"]
 
@@ -100,7 +100,7 @@ class DCIM(nn.Module):
         ``upto=k`` stops after layer ``k``'s pre-activation (the class logits are
         then empty), which the sampled-layer objective uses.
         """
-        check_images(x0, self.input_shape)
+        check_images(x0, self.input_shape, dtype=self.input_bias.dtype)
         n = self.num_layers
         upto = n if upto is None else upto
         h = self.units.state(x0)
@@ -120,6 +120,7 @@ class DCIM(nn.Module):
     # -- reverse chain -------------------------------------------------------
     def class_state(self, y: torch.Tensor) -> torch.Tensor:
         """``ν^n``: one-hot rows for class indices, or class probabilities as given."""
+        y = as_labels(y, self.input_bias.device)
         if not y.is_floating_point():
             check_labels(y, self.num_classes)
             return F.one_hot(y.long(), self.num_classes).to(self.input_bias.dtype)
@@ -137,6 +138,7 @@ class DCIM(nn.Module):
         """
         n = self.num_layers
         if layer is None or layer == n:
+            y = as_labels(y, self.input_bias.device)
             if y.dtype.is_floating_point:
                 return self._reverse_from(self.class_state(y), n)
             if y.dim() == 0 or y.numel() == 0:

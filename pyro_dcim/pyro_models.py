@@ -117,7 +117,7 @@ def forward_model(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = Non
     ``None``.  Returns the class (sampled or observed).
     """
     pyro.module(name, net)
-    check_images(x0, net.input_shape)
+    check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
     if y is not None:
         check_labels(y, net.num_classes)
     units = net.units
@@ -141,7 +141,7 @@ def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = Non
     """
     pyro.module(name, net)
     if x0 is not None:
-        check_images(x0, net.input_shape)
+        check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
     units = net.units
     h = net.class_state(y)
     with pyro.plate(PLATE_NAME, h.shape[-2] if h.dim() > 1 else 1, dim=-1):

@@ -73,7 +73,7 @@ class Chain:
     def check(self, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> None:
         """The public checks of images and labels (value checks follow ``pyro.validation_enabled``)."""
         if x0 is not None:
-            check_images(x0, self.net.input_shape)
+            check_images(x0, self.net.input_shape, dtype=self.net.input_bias.dtype)
         if y is not None and not y.is_floating_point():
             check_labels(y, self.net.num_classes)
 
