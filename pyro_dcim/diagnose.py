@@ -11,7 +11,6 @@ posterior.  ``--out`` writes ``summary.csv`` (every quantity), ``per_image.csv``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -20,9 +19,11 @@ import torch
 
 from .allocator import keep_freed_memory
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model
+from .config import ConfigError, resolve_device
 from .data import load_dataset
 from .inference import diagnostics, gibbs_posterior, mean_field_marginals
 from .inference.gibbs import INITS
+from .runs import CONFIG_NAME, RunDirError, read_config
 
 __all__ = ["main", "build_parser", "layer_differences"]
 
@@ -70,11 +71,12 @@ def _load_run(args, parser) -> tuple:
     if not args.run_dir.is_dir():
         _fail(parser, f"run folder {args.run_dir} does not exist")
     try:
-        net = load_model(args.run_dir, map_location=args.device)
-    except CheckpointError as e:
+        device = resolve_device(args.device)
+        net = load_model(args.run_dir, map_location=device)
+        # a run's config.json nests the settings under "config"; read_config unwraps them
+        config = read_config(args.run_dir) if (args.run_dir / CONFIG_NAME).is_file() else {}
+    except (ConfigError, CheckpointError, RunDirError) as e:
         _fail(parser, str(e))
-    config_path = args.run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     name = args.dataset or config.get("dataset", "mnist-subset")
     try:
         images, labels = load_dataset(name, split=args.split, data_dir=args.data_dir or config.get("data_dir"))

@@ -109,6 +109,17 @@ def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_
     return _combine(net, logits, y, rev, reverse_weight, reduction, train_reverse=True)
 
 
+def sampled_layer(net: DCIM, layer: Optional[int] = None, code_weight: float = 0.0) -> int:
+    """The layer ``k`` that (22) samples: ``n-1`` by default; a ``ValueError`` unless it is hidden."""
+    n = net.num_layers
+    k = n - 1 if layer is None else layer
+    if not 1 <= k < n:
+        raise ValueError(f"the sampled layer must be a hidden layer 1..{n - 1}, got {k}")
+    if code_weight and k != n - 1:
+        raise ValueError(f"code_weight needs the sampled layer to be n-1 = {n - 1}, got {k}")
+    return k
+
+
 def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: Optional[int] = None,
                        reverse_weight: float = 1.0, reduction: str = "mean", code_weight: float = 0.0,
                        generator: Optional[torch.Generator] = None, **_: object) -> ObjectiveParts:
@@ -126,12 +137,7 @@ def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: O
     per image).  The default 0 is the paper's objective.
     """
     check_labels(y, net.num_classes)
-    n = net.num_layers
-    k = n - 1 if layer is None else layer
-    if not 1 <= k < n:
-        raise ValueError(f"the sampled layer must be a hidden layer 1..{n - 1}, got {k}")
-    if code_weight and k != n - 1:
-        raise ValueError(f"code_weight needs the sampled layer to be n-1 = {n - 1}, got {k}")
+    k = sampled_layer(net, layer, code_weight)
     mf = net.forward_mean_field(x0)
     probs = torch.sigmoid(net.units.bit_logits(mf.preactivations[k - 1].detach()))
     # u < p, written into the uniforms: an exact Bernoulli(p) draw, twice as fast as torch.bernoulli on CPU

@@ -76,3 +76,37 @@ def test_folder_without_checkpoint_is_a_clean_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path), "--images", "1"])
     assert exc.value.code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_the_runs_own_dataset_is_read_from_its_config(run_dir, tmp_path, capsys):
+    """A run folder's config.json, as the training loop writes it (settings under "config"), names the
+    dataset and data folder that diagnose loads: here four tiny IDX files with labels 7, 3, 9."""
+    from dataclasses import asdict
+
+    from pyro_dcim.runs import write_config
+    from pyro_dcim.train import TrainConfig
+
+    data = tmp_path / "idx"
+    data.mkdir()
+    labels = [7, 3, 9]
+    images = torch.rand(3, 28, 28).mul(255).to(torch.uint8).numpy().tobytes()
+    for split in ("train", "t10k"):
+        (data / f"{split}-images-idx3-ubyte").write_bytes(
+            b"\x00\x00\x08\x03" + (3).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + images)
+        (data / f"{split}-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes(labels))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
+    write_config(run, asdict(TrainConfig(dataset="mnist", data_dir=str(data))))
+    out = tmp_path / "diag"
+    assert main([str(run), "--images", "3", "--chains", "2", "--samples", "10", "--warmup", "5",
+                 "--out", str(out)]) == 0
+    assert pd.read_csv(out / "per_image.csv", index_col=0)["label"].tolist() == labels
+
+
+def test_cuda_without_cuda_blames_the_device_not_the_checkpoint(run_dir, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        main([str(run_dir), "--images", "1", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "no CUDA device" in err and "checkpoint" not in err
