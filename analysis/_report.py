@@ -21,7 +21,10 @@ import torch  # noqa: E402
 from pyro_dcim import DCIM, load_model  # noqa: E402
 from pyro_dcim.data import load_dataset  # noqa: E402
 
+#: The committed results; scripts write here only when asked (``--out analysis/results``).
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Where the scripts write by default: untracked, so a trial run never replaces a published table.
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "out" / "analysis"
 
 
 def machine_note(threads: int) -> str:
