@@ -3,9 +3,8 @@
 import json
 import signal
 import subprocess
-import sys
-import time
 
+import _paused_fit as paused_fit
 import pytest
 import torch
 from PIL import Image
@@ -111,14 +110,12 @@ def test_sigint_saves_and_resume_continues_to_the_same_metrics(tmp_path):
     slow = ["--arch", "64-64-10", "--train-size", "1000", "--val-size", "200", "--epochs", "4",
             "--batch-size", "10", "--no-figures"]
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "pyro_dcim.fit", *slow, "--out", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    # the run holds still in the middle of its second epoch (of four) until the signal is sent
+    proc = paused_fit.start([*slow, "--out", str(run)], pause_at=0.35, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    paused_fit.wait_until_paused(proc)
+    paused_fit.signal_and_resume(proc, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert f"--resume {run}" in err
     assert fit.main(["--resume", str(run)]) == 0
