@@ -20,9 +20,15 @@ import torch
 
 from .model import DCIM
 
-__all__ = ["MODES", "generate", "class_grid", "predict", "class_consistency", "mean_pairwise_distance"]
+__all__ = ["MODES", "generate", "class_grid", "images_per_class", "predict", "class_consistency",
+           "mean_pairwise_distance"]
 
 MODES = ("mean", "sample-layer", "ancestral")
+
+
+def images_per_class(mode: str, per_class: int) -> int:
+    """How many images of each class a grid shows: the mean mode is deterministic, so one."""
+    return 1 if mode == "mean" else per_class
 
 
 def class_grid(num_classes: int, per_class: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -110,3 +110,25 @@ def test_cuda_without_cuda_blames_the_device_not_the_checkpoint(run_dir, capsys,
         main([str(run_dir), "--images", "1", "--device", "cuda"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "no CUDA device" in err and "checkpoint" not in err
+
+
+def test_trace_rank_figure_shows_the_worst_r_hat_units(tmp_path):
+    """The figure picks the units of the image with the largest R-hat (not units 0-2), skips units
+    constant in every chain, and has one row (rank plot, running means) per unit."""
+    from PIL import Image
+
+    from pyro_dcim.inference import diagnostics
+
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.bernoulli(torch.full((4, 200, 2, 5), 0.5), generator=g)   # (chain, draw, image, unit)
+    x1[:, :, 0, 3] = torch.tensor([0.0, 0.0, 1.0, 1.0])[:, None]        # chains stuck apart: R-hat far from 1
+    x1[:2, :, 0, 1] = torch.bernoulli(torch.full((2, 200), 0.9), generator=g)   # chains disagree less
+    x1[:, :, 0, 0] = 1.0                                                 # constant: R-hat NaN
+    idata = diagnostics.to_inference_data({"x1": x1})
+    worst = diagnostics.worst_units(idata, image=0, units=3)
+    r_hat = diagnostics.rhat(idata)["x1"][0]
+    assert [(name, unit) for _, name, unit in worst][:2] == [("x1", 3), ("x1", 1)]
+    assert [v for v, _, _ in worst] == sorted(r_hat[~r_hat.isnan()].tolist(), reverse=True)[:3]
+    assert all(unit != 0 for _, _, unit in worst)
+    heights = [Image.open(diagnostics.plot_trace_rank(idata, tmp_path / f"{n}.png", units=n)).size[1] for n in (1, 3)]
+    assert heights[1] > 2 * heights[0]
