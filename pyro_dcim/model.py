@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import pyro_models
 from .layers import make_layer
 from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
@@ -168,19 +167,28 @@ class DCIM(nn.Module):
         a = self.layers[0].adjoint(h) + self.input_bias
         return ReverseMeanField(hidden, pre, self.units.bit_logits(a))
 
-    # -- Pyro models and guides (pyro_models.py), bound to this module -------
+    # -- Pyro models and guides (pyro_models.py, which takes the net), bound to this module.
+    # Imported on call: pyro_models builds on this module, so model.py does not import it.
     def forward_model(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """See :func:`pyro_dcim.pyro_models.forward_model`."""
-        return pyro_models.forward_model(self, x0, y)
+        from .pyro_models import forward_model
+
+        return forward_model(self, x0, y)
 
     def reverse_model(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> torch.Tensor:
         """See :func:`pyro_dcim.pyro_models.reverse_model`."""
-        return pyro_models.reverse_model(self, y, x0)
+        from .pyro_models import reverse_model
+
+        return reverse_model(self, y, x0)
 
     def mean_field_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
         """See :func:`pyro_dcim.pyro_models.mean_field_guide`."""
-        return pyro_models.mean_field_guide(self, x0, y)
+        from .pyro_models import mean_field_guide
+
+        return mean_field_guide(self, x0, y)
 
     def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> None:
         """See :func:`pyro_dcim.pyro_models.reverse_mean_field_guide`."""
-        return pyro_models.reverse_mean_field_guide(self, y, x0)
+        from .pyro_models import reverse_mean_field_guide
+
+        return reverse_mean_field_guide(self, y, x0)

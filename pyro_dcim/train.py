@@ -5,8 +5,8 @@
 
 The data live on the device as tensors; each epoch visits them in the order of a
 permutation that is a pure function of ``(seed, epoch)``, so the data order needs no
-state to resume and every rank of a distributed run can compute it (issue 7: shard it
-with :func:`shard_indices`; all writes are guarded by ``is_main``).  A checkpoint is
+state to resume and every rank of a distributed run can compute it (each takes its
+share with :func:`shard_indices`; all writes are guarded by ``is_main``).  A checkpoint is
 written atomically after every epoch (and on SIGINT/SIGTERM, mid-epoch) with the
 model, optimiser, RNG states, the position ``(epoch, step)`` and the metrics so far,
 so that a resumed run reproduces an uninterrupted one exactly on CPU.

@@ -1,4 +1,4 @@
-"""More bad input for the command lines (issue 8): each is one line on stderr and exit status 2."""
+"""More bad input for the command lines: each is one line on stderr and exit status 2."""
 
 import gzip
 

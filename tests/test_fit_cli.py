@@ -1,4 +1,4 @@
-"""The command lines: errors exit 2 with one line, --config reruns, figures and sample grids (issue 4, 8)."""
+"""The command lines: errors exit 2 with one line, --config reruns, figures and sample grids."""
 
 import json
 import signal

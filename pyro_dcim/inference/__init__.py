@@ -1,4 +1,4 @@
-"""Inference engines beside the mean-field approximation (issue 5).
+"""Inference engines beside the mean-field approximation.
 
 Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 :class:`Marginals` (hidden layers in index order ``x^1 … x^{n-1}``):
