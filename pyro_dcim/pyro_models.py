@@ -105,7 +105,7 @@ def _bernoulli(logits: torch.Tensor, event_dims: int, soft: bool = False) -> dis
     return _Layer(d, event_dims)
 
 
-def _batch_size(net: "DCIM", x: torch.Tensor, event_dims: int) -> int:
+def _batch_size(x: torch.Tensor, event_dims: int) -> int:
     return x.shape[-event_dims - 1] if x.dim() > event_dims else 1
 
 
@@ -121,7 +121,7 @@ def forward_model(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = Non
     if y is not None:
         check_labels(y, net.num_classes)
     units = net.units
-    with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
+    with pyro.plate(PLATE_NAME, _batch_size(x0, len(net.input_shape)), dim=-1):
         h = units.state(x0)
         for k in range(1, net.num_layers):
             a = net.layers[k - 1](h)
@@ -165,7 +165,7 @@ def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = 
     """
     pyro.module(name, net)
     mf = net.forward_mean_field(x0, upto=None if y is None else net.num_layers - 1)
-    with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
+    with pyro.plate(PLATE_NAME, _batch_size(x0, len(net.input_shape)), dim=-1):
         for k, a in enumerate(mf.preactivations, start=1):
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
         if y is None:
