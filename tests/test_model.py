@@ -14,8 +14,8 @@ def _net(units="01", spec=(6, 5, 3), input_shape=(8,)):
 def test_one_set_of_parameters():
     net = DCIM.from_spec([512, 512, 10], input_shape=(784,))
     names = {n for n, _ in net.named_parameters()}
-    assert names == {"input_bias", "layers.0.linear.weight", "layers.0.linear.bias", "layers.1.linear.weight",
-                     "layers.1.linear.bias", "layers.2.linear.weight", "layers.2.linear.bias"}
+    assert names == {"input_bias", "layers.0.weight", "layers.0.bias", "layers.1.weight",
+                     "layers.1.bias", "layers.2.weight", "layers.2.bias"}
     assert net.spec == [512, 512, 10] and net.input_shape == (784,) and net.num_classes == 10
     n_plain = 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
     assert sum(p.numel() for p in net.parameters()) == n_plain + 784  # only b^0 is extra

@@ -101,7 +101,7 @@ def test_trace_structure_and_log_prob_by_hand():
     assert isinstance(sites["x1"]["fn"].base_dist, dist.Bernoulli) and sites["x1"]["fn"].event_shape == (2, 5, 5)
     assert sites["x2"]["value"].shape == (3, 4) and isinstance(sites["class"]["fn"], dist.Categorical)
     assert sites["class"]["is_observed"] and torch.equal(sites["class"]["value"], y)
-    assert "dcim$$$layers.0.conv.weight" in pyro.get_param_store().keys()
+    assert "dcim$$$layers.0.weight" in pyro.get_param_store().keys()
     x1, x2 = sites["x1"]["value"], sites["x2"]["value"]
     a1 = net.layers[0](x0)
     a2 = net.layers[1](x1)
