@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Optional
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 
+from .units import log1p_exp
 from .validation import check_images, check_labels
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class _Bernoulli(dist.Bernoulli):
 
     Same distribution, fewer passes over memory: draws are ``u < p`` written into the
     uniforms in place (about twice as fast as ``torch.bernoulli`` on CPU), and
-    ``log_prob(x) = x·a − softplus(a)`` takes the softplus of the logits as they were
+    ``log_prob(x) = x·a − log(1 + e^a)`` takes the log-normaliser of the logits as they were
     before a plate expanded them, so a per-image distribution scored on ``S``
     particles pays for it once, not ``S`` times.
     """
@@ -59,7 +59,7 @@ class _Bernoulli(dist.Bernoulli):
         if self._validate_args:
             self._validate_sample(value)
         # exact for soft targets too: it is minus the binary cross-entropy
-        return value * self.logits - F.softplus(self._unexpanded_logits())
+        return value * self.logits - log1p_exp(self._unexpanded_logits())
 
     def _unexpanded_logits(self) -> torch.Tensor:
         return self.__dict__.get("_base_logits", self.logits)

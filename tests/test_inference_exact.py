@@ -105,7 +105,8 @@ def test_too_wide_layer_names_layer_width_and_limit():
 
 
 def test_log_probabilities_keep_float64_precision_for_large_logits():
-    """``F.softplus`` returns ``l`` above ``l = 20`` (an error of ``e^-20``); the engines' form is exact."""
+    """``F.softplus`` returns ``l`` above ``l = 20`` (an error of ``e^-20``); the engines' and the Pyro
+    sites' form is exact."""
     from pyro_dcim.inference.chain import bernoulli_log_prob
 
     logits = torch.tensor([-800.0, -40.0, -21.0, -1e-3, 0.0, 3.0, 19.0, 21.0, 25.0, 40.0, 800.0], dtype=torch.float64)
@@ -113,6 +114,11 @@ def test_log_probabilities_keep_float64_precision_for_large_logits():
     for target in (torch.ones_like(logits), torch.zeros_like(logits), torch.full_like(logits, 0.3)):
         expected = target * logits - reference
         assert torch.allclose(bernoulli_log_prob(logits, target), expected, rtol=1e-15, atol=0)
+    from pyro_dcim.pyro_models import _bernoulli
+
+    for target in (torch.ones_like(logits), torch.full_like(logits, 0.3)):   # the Pyro sites' log-prob too
+        expected = (target * logits - reference).sum()
+        assert torch.allclose(_bernoulli(logits, 1, soft=True).log_prob(target), expected, rtol=1e-15, atol=0)
     enum = exact_module._Enumerator(random_net([2, 3], (4,)), "forward", 16)
     table = enum.log_bernoulli_table(1, logits[None, 8:10])          # logits 25, 40
     expected = enum.bits[1] @ logits[8:10] - reference[8:10].sum()

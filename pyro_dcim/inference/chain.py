@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from ..units import log1p_exp
 from ..validation import check_images, check_labels
 
 if TYPE_CHECKING:
@@ -30,12 +31,6 @@ def check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
     return direction
-
-
-def log1p_exp(logits: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^l)`` to full precision: ``F.softplus`` returns ``l`` itself above ``l = 20``,
-    an error of ``e^{-20} ≈ 2e-9`` that float64 enumeration would carry."""
-    return logits.clamp_min(0) + torch.log1p(torch.exp(-logits.abs()))
 
 
 def bernoulli_log_prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
