@@ -61,6 +61,9 @@ def test_classes_as_ints_and_lists_are_taken_one_hot_rows_are_refused(net):
     assert torch.equal(net.reverse_mean_field([1, 2]).logits, by_tensor)
     assert torch.allclose(net.reverse_mean_field(2).logits, by_tensor[1])
     assert net.reverse_model([1, 2]).shape == (2, 1, 8, 8)
+    from pyro_dcim.generate import generate
+
+    assert torch.equal(generate(net, [1, 2]), generate(net, torch.tensor([1, 2])))
     x0 = torch.rand(2, 1, 8, 8)
     with pytest.raises(TypeError, match=r"y must be a torch.Tensor of class indices, got list; pass torch.tensor\(y\)"):
         bidirectional_loss(net, x0, [0, 1])
