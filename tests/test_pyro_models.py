@@ -230,3 +230,30 @@ def test_enumerating_a_wide_layer_is_a_clear_error():
     x0, y = torch.rand(2, 4, dtype=torch.float64), torch.tensor([0, 2])
     with pytest.raises(ValueError, match="cannot enumerate a layer of 17 units"):
         TraceEnum_ELBO(max_plate_nesting=1).loss(config_enumerate(net.forward_model), lambda *args: None, x0, y)
+
+
+@pytest.mark.parametrize("elbo_class", ["Trace_ELBO", "TraceGraph_ELBO"])
+def test_pyro_elbos_with_the_class_unobserved_are_the_exact_kl(elbo_class):
+    """With ``y=None`` the forward model has no observation, so ``-ELBO = KL(q(h, c) || p(h, c | x^0))``,
+    which enumeration gives exactly (and its variance under ``q``, for the Monte Carlo tolerance)."""
+    import pyro.infer
+
+    net = _net([3, 3, 4], (5,), scale=1.5)
+    x0 = torch.tensor([[1.0, 0, 1, 1, 0]], dtype=torch.float64)
+    bits, _ = _states(3, "01")
+    with torch.no_grad():
+        mf = net.forward_mean_field(x0)
+        a1, a2, a3 = net.layers[0](x0)[0], net.layers[1](bits), net.layers[2](bits)
+
+    def log_bernoulli(logits, s):
+        return (s * logits - torch.logaddexp(logits, torch.zeros(()))).sum(-1)
+
+    log_q = (log_bernoulli(mf.preactivations[0][0], bits)[:, None, None]
+             + log_bernoulli(mf.preactivations[1][0], bits)[None, :, None] + mf.logits[0].log_softmax(-1))
+    log_p = (log_bernoulli(a1, bits)[:, None, None] + log_bernoulli(a2[:, None, :], bits[None])[:, :, None]
+             + a3.log_softmax(-1)[None])
+    kl = float((log_q.exp() * (log_q - log_p)).sum())
+    num_particles = 20000
+    stderr = float((log_q.exp() * (log_q - log_p - kl) ** 2).sum() / num_particles) ** 0.5
+    elbo = getattr(pyro.infer, elbo_class)(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+    assert elbo.loss(net.forward_model, net.mean_field_guide, x0) == pytest.approx(kl, abs=4 * stderr)
