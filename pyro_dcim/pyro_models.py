@@ -23,7 +23,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .units import log1p_exp
+from .units import all_bit_states, log1p_exp
 from .validation import check_images, check_labels
 
 if TYPE_CHECKING:
@@ -77,8 +77,8 @@ ENUMERATE_MAX_UNITS = 16
 class _Layer(dist.Independent):
     """A layer of Bernoulli units as one site, enumerable over its ``2^m`` joint states.
 
-    So ``config_enumerate`` marks the hidden sites, and ``TraceEnum_ELBO`` and
-    ``infer_discrete`` sum out whole layers of a narrow net exactly.
+    So ``config_enumerate`` marks the hidden sites, and ``TraceEnum_ELBO`` sums out whole
+    layers of a narrow net exactly (``infer_discrete`` cannot: it needs sites without event dims).
     """
 
     @property
@@ -91,11 +91,7 @@ class _Layer(dist.Independent):
         if m > ENUMERATE_MAX_UNITS:
             raise ValueError(f"cannot enumerate a layer of {m} units (shape {tuple(shape)}, 2^{m} states; "
                              f"the limit is {ENUMERATE_MAX_UNITS} units): use sampling or the guides instead")
-        p = self.base_dist.probs
-        codes = torch.arange(1 << m, device=p.device)
-        shifts = torch.arange(m - 1, -1, -1, device=p.device)
-        bits = ((codes[:, None] >> shifts) & 1).to(p.dtype)
-        bits = bits.reshape((1 << m,) + (1,) * len(self.batch_shape) + shape)
+        bits = all_bit_states(m, self.base_dist.logits).reshape((1 << m,) + (1,) * len(self.batch_shape) + shape)
         return bits.expand((1 << m,) + self.batch_shape + shape) if expand else bits
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["Units", "ZeroOne", "PlusMinusOne", "get_units", "log1p_exp"]
+__all__ = ["Units", "ZeroOne", "PlusMinusOne", "get_units", "all_bit_states", "log1p_exp"]
+
+
+def all_bit_states(m: int, like: torch.Tensor) -> torch.Tensor:
+    """All ``2^m`` bit vectors as rows of a ``(2^m, m)`` float tensor (unit 0 the highest bit)."""
+    codes = torch.arange(1 << m, device=like.device)
+    shifts = torch.arange(m - 1, -1, -1, device=like.device)
+    return ((codes[:, None] >> shifts) & 1).to(like.dtype)
 
 
 def log1p_exp(logits: torch.Tensor) -> torch.Tensor:

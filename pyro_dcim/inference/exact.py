@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from ..units import log1p_exp
+from ..units import all_bit_states, log1p_exp
 from .chain import Chain
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
@@ -39,13 +39,6 @@ _CHUNK_ELEMENTS = 1 << 22
 
 class LayerTooWideError(ValueError):
     """A hidden layer has more units than exact enumeration allows."""
-
-
-def all_bit_states(m: int, like: torch.Tensor) -> torch.Tensor:
-    """All ``2^m`` bit vectors as rows of a ``(2^m, m)`` float tensor (unit 0 the highest bit)."""
-    codes = torch.arange(1 << m, device=like.device)
-    shifts = torch.arange(m - 1, -1, -1, device=like.device)
-    return ((codes[:, None] >> shifts) & 1).to(like.dtype)
 
 
 class _Enumerator:
