@@ -5,7 +5,8 @@ posterior ``p(x^1..x^{n-1} | x^0, x^n = true class)`` with the Gibbs kernel, and
 the ArviZ diagnostics (R-hat, bulk/tail ESS, MCSE; per image and the worst quantities)
 and, per hidden layer, how far the mean-field marginals (eq. 14) are from the Gibbs
 posterior.  ``--out`` writes ``summary.csv`` (every quantity), ``per_image.csv``,
-``layers.csv`` and ``trace_rank.png``.
+``layers.csv`` and ``trace_rank.png`` (rank plots and running means of the first image's
+units with the worst R-hat).
 """
 
 from __future__ import annotations
