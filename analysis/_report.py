@@ -5,7 +5,6 @@ Presentation and orchestration only; every number is computed by :mod:`pyro_dcim
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -20,8 +19,12 @@ import torch  # noqa: E402
 
 from pyro_dcim import DCIM, load_model  # noqa: E402
 from pyro_dcim.data import load_dataset  # noqa: E402
+from pyro_dcim.runs import CONFIG_NAME, read_config  # noqa: E402
 
+#: The committed results; scripts write here only when asked (``--out analysis/results``).
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Where the scripts write by default: untracked, so a trial run never replaces a published table.
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "out" / "analysis"
 
 
 def machine_note(threads: int) -> str:
@@ -83,9 +86,7 @@ class Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     path = Path(path)
-    config_path = path / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    config = config.get("config", config)   # fit writes {"config": {...}, "versions": ...}
+    config = read_config(path) if (path / CONFIG_NAME).is_file() else {}
     net = load_model(path).eval()
     return Run(path, net, str(config.get("objective", path.name)), str(config.get("dataset", "mnist-subset")),
                config.get("data_dir"))

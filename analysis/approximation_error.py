@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=None, help="ancestral samples per image in part 2 (default 10^4)")
     p.add_argument("--images", type=int, default=None, help="test images per run in part 2 (default 200)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small nets)")
-    p.add_argument("--out", type=Path, default=_report.RESULTS)
+    p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT,
+                   help="default out/analysis (untracked); analysis/results updates the committed tables")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = dict(QUICK if args.quick else FULL)

@@ -1,12 +1,13 @@
-"""Reproduce the paper's experiments on full MNIST and write ``analysis/results/paper_table.md``.
+"""Reproduce the paper's experiments on full MNIST and write ``paper_table.md``.
 
     python analysis/reproduce_paper.py --experiment dense-discriminative --data-dir ../shared/data/mnist
     python analysis/reproduce_paper.py --experiment cnn-bidirectional --device cuda --epochs 30
-    python analysis/reproduce_paper.py --table-only            # rebuild the table from results/runs/*.json
+    python analysis/reproduce_paper.py --table-only --results analysis/results  # rebuild the committed table
 
 Every row runs on its own through the library's training API (:func:`pyro_dcim.train.train`),
 checkpointed in ``--runs-dir`` (rerunning a row resumes or reuses its run folder), and leaves
-``analysis/results/runs/<run>.json``; the table keeps, per experiment, the run with the best
+``RESULTS/runs/<run>.json``, ``RESULTS`` being ``--results`` (default ``out/paper``, untracked;
+the committed table is ``analysis/results``); the table keeps, per experiment, the run with the best
 validation accuracy and lists all runs below it.  Validation = the last 10,000 training images;
 test = the 10,000 MNIST test images.
 
@@ -36,7 +37,7 @@ from pyro_dcim.init import INIT_SCHEMES  # noqa: E402
 from pyro_dcim.plots import plot_learning_curves  # noqa: E402
 from pyro_dcim.train import TrainConfig, load_splits, train  # noqa: E402
 
-RESULTS = ROOT / "analysis" / "results"
+DEFAULT_RESULTS = ROOT / "out" / "paper"   # untracked: analysis/results is written only when asked
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "dense-discriminative": dict(arch="dense", objective="discriminative", epochs=30, lr=1e-3, batch_size=128,
                                  augment="none", reverse_weight=1.0, init="torch"),
@@ -123,8 +124,8 @@ def run_experiment(exp: str, args: argparse.Namespace) -> dict[str, Any]:
               "command": command_line(exp, cfg, args),
               "generation": generation_stats(result.net, splits.test_x, splits.test_y, cfg.seed),
               "wall_seconds": time.time() - t0}
-    (RESULTS / "runs").mkdir(parents=True, exist_ok=True)
-    (RESULTS / "runs" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.results / "runs").mkdir(parents=True, exist_ok=True)
+    (args.results / "runs" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"   one epoch took {record['seconds_per_epoch']:.1f} s on {record['device']}; "
           f"val_acc {result.summary['val_acc']:.4f}, test_acc {result.summary['test_acc']:.4f}", flush=True)
     return record
@@ -156,19 +157,20 @@ def best_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return dict(sorted(best.items(), key=lambda kv: ("+" in kv[0], list(EXPERIMENTS).index(kv[1]["experiment"]))))
 
 
-def plot_fig1(runs_dir: Path) -> None:
+def plot_fig1(results: Path, runs_dir: Path) -> None:
     """Fig. 1 (dense, discriminative vs (21)) from the best runs, into ``runs_dir/fig1_dense.png``."""
-    best = best_runs([json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))])
+    best = best_runs([json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))])
     curves = {exp: best[exp]["history"] for exp in ("dense-discriminative", "dense-bidirectional") if exp in best}
     # (paper-faithful rows only: no augmentation)
     if curves:
+        runs_dir.mkdir(parents=True, exist_ok=True)
         path = plot_learning_curves(curves, runs_dir / "fig1_dense.png", title="MNIST dense 512-512-10 (Fig. 1)")
         print(f"wrote {path}")
 
 
-def write_table() -> Path:
+def write_table(results: Path) -> Path:
     """``paper_table.md`` from every ``results/runs/*.json``: the best run per experiment, then all."""
-    records = [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))]
     best = best_runs(records)
     lines = ["# The paper's experiments, reproduced", "",
              "Full MNIST: training = the first 50,000 training images, validation = the last 10,000, "
@@ -215,7 +217,8 @@ def write_table() -> Path:
         s = r["summary"]
         lines.append(f"| {r['run']} | {_fmt(s['val_acc'])} | {_fmt(s['test_acc'])} | "
                      f"{_fmt(s['val_reverse_nll_per_pixel'])} | {r['seconds_per_epoch']:.1f} | {r['device']} |")
-    path = RESULTS / "paper_table.md"
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / "paper_table.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -241,14 +244,16 @@ def main() -> int:
     p.add_argument("--threads", type=int, help="CPU threads (default 1, see pyro_dcim.fit --help)")
     p.add_argument("--tag", default="", help="appended to the run name, to tell sweep variants apart")
     p.add_argument("--table-only", action="store_true", help="only rebuild paper_table.md from results/runs")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="folder of paper_table.md and runs/*.json "
+                   "(default out/paper, untracked; analysis/results updates the committed table)")
     args = p.parse_args()
     wanted: list[str] = []
     for e in args.experiment or ([] if args.table_only else ["dense"]):
         wanted += [x for x in EXPERIMENTS if e == "all" or x == e or x.startswith(f"{e}-")]
     for exp in wanted:
         run_experiment(exp, args)
-    print(f"wrote {write_table()}")
-    plot_fig1(Path(args.runs_dir))
+    print(f"wrote {write_table(args.results)}")
+    plot_fig1(args.results, Path(args.runs_dir))
     return 0
 
 

@@ -3,8 +3,9 @@
     python benchmarks/run.py --quick                # a few minutes on 2 CPU cores
     python benchmarks/run.py --full --device cuda   # on a GPU
 
-Prints tables and writes benchmarks/results/<machine>.json and latest.json, whose
-``ratios`` object holds the figures the issue sets targets for.
+Prints tables and writes <machine>.json and latest.json, whose ``ratios`` object holds the
+headline figures, into --out: by default out/benchmarks (untracked); pass
+``--out benchmarks/results`` to update the committed results.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from svi import bench_svi  # noqa: E402
 from timing import machine_info  # noqa: E402
 from training import bench_training  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "out" / "benchmarks"   # benchmarks/results only when asked
 
 
 def _table(title: str, header: list[str], rows: list[list[object]]) -> str:
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--malloc-defaults", action="store_true",
                         help="leave glibc's malloc thresholds alone (the CLIs call keep_freed_memory)")
     parser.add_argument("--machine", default=None, help="name for the results file (default: cpu-<host> / gpu name)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the results files (default "
+                        "out/benchmarks, untracked; benchmarks/results updates the committed ones)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
@@ -119,10 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     name = args.machine or (f"gpu-{torch.cuda.get_device_name(device).replace(' ', '-')}" if device.type == "cuda"
                             else f"cpu-{platform.node() or 'local'}")
     report["markdown"] = "\n".join(out)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for path in (RESULTS / f"{name}.json", RESULTS / "latest.json"):
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in (args.out / f"{name}.json", args.out / "latest.json"):
         path.write_text(json.dumps(report, indent=2))
-    print(f"\nratios: {json.dumps(report['ratios'], indent=1)}\nwrote {RESULTS / (name + '.json')}")
+    print(f"\nratios: {json.dumps(report['ratios'], indent=1)}\nwrote {args.out / (name + '.json')}")
     return report
 
 

@@ -27,7 +27,7 @@ def plain_sequential(arch: str) -> nn.Sequential:
         else:
             if len(layer.in_shape) > 1:
                 mods.append(nn.Flatten())
-            mods.append(nn.Linear(layer.linear.in_features, spec.units))
+            mods.append(nn.Linear(layer.weight.shape[1], spec.units))
         if k < net.num_layers - 1:
             mods.append(nn.Sigmoid())
     return nn.Sequential(*mods)

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
 
 __all__ = ["atomic_write", "remove_stale_temporaries"]
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 
 def _prefix(path: Path) -> str:
     return f".{path.name}."
+
+
+def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
+    """A new file ``.<name>.<random>.tmp`` beside ``path``, open for writing.  The kernel applies the
+    umask to ``mode``, so the umask need not be read (reading it means setting it, process-wide)."""
+    while True:
+        tmp = path.parent / f"{_prefix(path)}{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode), tmp
+        except FileExistsError:
+            continue
 
 
 def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
@@ -32,19 +40,17 @@ def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], object], readable: bool = True) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, flush, fsync, rename it over ``path``
-    and fsync the folder.  ``readable``: the usual umask permissions (``mkstemp`` makes 0600)."""
+    and fsync the folder.  ``readable``: the usual umask permissions, else owner-only (0600)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path, 0o666 if readable else 0o600)
     try:
-        if readable:
-            os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

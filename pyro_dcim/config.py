@@ -6,7 +6,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -118,11 +118,35 @@ class TrainConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in config")
+        hints = get_type_hints(cls)
+        for name, value in data.items():
+            if not _has_type(value, hints[name]):
+                raise ConfigError(f"setting {name} must be {_type_name(hints[name])}, got {value!r}")
         return cls(**data)
 
     def default_out(self) -> str:
         arch = self.arch if self.arch in ("dense", "cnn") else "custom"
         return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}-{self.objective}")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Is ``value`` (read from JSON) of the declared type?  An int passes for a float, a bool for nothing else."""
+    if get_origin(hint) is Union:
+        return any(_has_type(value, arg) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Union:
+        return " or ".join(_type_name(arg) for arg in get_args(hint))
+    return {type(None): "null", float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -5,13 +5,13 @@ posterior ``p(x^1..x^{n-1} | x^0, x^n = true class)`` with the Gibbs kernel, and
 the ArviZ diagnostics (R-hat, bulk/tail ESS, MCSE; per image and the worst quantities)
 and, per hidden layer, how far the mean-field marginals (eq. 14) are from the Gibbs
 posterior.  ``--out`` writes ``summary.csv`` (every quantity), ``per_image.csv``,
-``layers.csv`` and ``trace_rank.png``.
+``layers.csv`` and ``trace_rank.png`` (rank plots and running means of the first image's
+units with the worst R-hat).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -20,9 +20,11 @@ import torch
 
 from .allocator import keep_freed_memory
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model
+from .config import ConfigError, resolve_device
 from .data import load_dataset
 from .inference import diagnostics, gibbs_posterior, mean_field_marginals
 from .inference.gibbs import INITS
+from .runs import CONFIG_NAME, RunDirError, read_config
 
 __all__ = ["main", "build_parser", "layer_differences"]
 
@@ -70,11 +72,12 @@ def _load_run(args, parser) -> tuple:
     if not args.run_dir.is_dir():
         _fail(parser, f"run folder {args.run_dir} does not exist")
     try:
-        net = load_model(args.run_dir, map_location=args.device)
-    except CheckpointError as e:
+        device = resolve_device(args.device)
+        net = load_model(args.run_dir, map_location=device)
+        # a run's config.json nests the settings under "config"; read_config unwraps them
+        config = read_config(args.run_dir) if (args.run_dir / CONFIG_NAME).is_file() else {}
+    except (ConfigError, CheckpointError, RunDirError) as e:
         _fail(parser, str(e))
-    config_path = args.run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     name = args.dataset or config.get("dataset", "mnist-subset")
     try:
         images, labels = load_dataset(name, split=args.split, data_dir=args.data_dir or config.get("data_dir"))

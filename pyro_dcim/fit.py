@@ -144,6 +144,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool, bool]
     return TrainConfig.from_dict(settings), resume_dir is not None, overwrite
 
 
+def _what_was_saved(run_dir: Optional[str]) -> str:
+    if run_dir is not None and (Path(run_dir) / "checkpoint.pt").is_file():
+        return f"resume with: python -m pyro_dcim.fit --resume {run_dir}"
+    return "nothing was saved"
+
+
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
@@ -151,6 +157,7 @@ def _one_line(error: Exception) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    cfg = None
     try:
         cfg, resume, overwrite = config_from_args(args)
         train(cfg, resume=resume, overwrite=overwrite)
@@ -163,6 +170,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainingInterrupted as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # before the loop catches signals (loading data), or after it (figures)
+        print(f"{parser.prog}: interrupted (SIGINT) outside the training loop; {_what_was_saved(cfg and cfg.out)}",
+              file=sys.stderr)
+        return 130
     finally:
         distributed.cleanup()  # a no-op unless launched by torchrun
     return 0

@@ -19,10 +19,17 @@ from typing import Optional
 import torch
 
 from .model import DCIM
+from .validation import as_labels
 
-__all__ = ["MODES", "generate", "class_grid", "predict", "class_consistency", "mean_pairwise_distance"]
+__all__ = ["MODES", "generate", "class_grid", "images_per_class", "predict", "class_consistency",
+           "mean_pairwise_distance"]
 
 MODES = ("mean", "sample-layer", "ancestral")
+
+
+def images_per_class(mode: str, per_class: int) -> int:
+    """How many images of each class a grid shows: the mean mode is deterministic, so one."""
+    return 1 if mode == "mean" else per_class
 
 
 def class_grid(num_classes: int, per_class: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -43,13 +50,14 @@ def _sample_down_to(net: DCIM, classes: torch.Tensor, layer: int, generator: Opt
 @torch.no_grad()
 def generate(net: DCIM, classes: torch.Tensor, mode: str = "mean", *, layer: Optional[int] = None,
              seed: int = 0) -> torch.Tensor:
-    """Images ``(len(classes), *net.input_shape)`` of the given classes (see the module doc).
+    """Images ``(len(classes), *net.input_shape)`` of the given classes (a tensor or a list of ints;
+    see the module doc).
 
     ``layer``: the sampled layer of ``"sample-layer"`` mode (default ``n-1``, as in the paper).
     ``seed`` makes the sampling modes repeatable.
     """
     device = net.input_bias.device
-    classes = classes.to(device)
+    classes = as_labels(classes, device).to(device)
     if mode == "mean":
         return torch.sigmoid(net.reverse_mean_field(classes).logits)
     if mode == "sample-layer":

@@ -50,7 +50,7 @@ def data_dependent_init(net: DCIM, x0: torch.Tensor, preactivation_std: float | 
         if std > 0:
             layer.weight.mul_(target / std)
             a = a * (target / std)
-        layer.bias.copy_(-a.mean(reduce).reshape(layer.bias.shape))
+        layer.bias.copy_(-a.mean(reduce, keepdim=True)[0])   # (units,) or, per kernel, (K, 1, 1)
         h = net.units.mean(layer(h))
 
 

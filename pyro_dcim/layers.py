@@ -10,6 +10,8 @@ applies ``W^kᵀ`` alone, since the reverse pass adds the bias of the layer belo
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,39 +24,43 @@ __all__ = ["TiedDense", "TiedConv2d", "make_layer"]
 class TiedDense(nn.Module):
     """Dense ``W^k``, flattening its input (so it may follow a convolution).
 
-    Holds an ``nn.Linear`` (PyTorch's initialisation) whose bias is ``b^k``.
-    Shapes: ``forward`` ``(*B, *in_shape) -> (*B, units)``, ``adjoint`` back.
+    Owns ``weight`` ``(units, fan_in)`` and ``bias`` ``b^k`` ``(units,)``, initialised as
+    ``nn.Linear`` is.  Shapes: ``forward`` ``(*B, *in_shape) -> (*B, units)``, ``adjoint`` back.
     """
 
     def __init__(self, in_shape: tuple[int, ...], units: int) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.out_shape = (units,)
-        self.linear = nn.Linear(int(torch.Size(in_shape).numel()), units)
+        self.weight = nn.Parameter(torch.empty(units, int(torch.Size(in_shape).numel())))
+        self.bias = nn.Parameter(torch.empty(units))
+        self.reset_parameters()
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.linear.weight
-
-    @property
-    def bias(self) -> torch.Tensor:
-        return self.linear.bias
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation of ``nn.Linear`` (the same draws, in the same order)."""
+        _reset_like_pytorch(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.in_shape) > 1:
             x = x.flatten(-len(self.in_shape))
-        return self.linear(x)
+        return F.linear(x, self.weight, self.bias)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        out = y @ self.linear.weight
+        out = y @ self.weight
         if len(self.in_shape) > 1:
             out = out.unflatten(-1, self.in_shape)
         return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _rename_legacy(state_dict, prefix, "linear")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class TiedConv2d(nn.Module):
     """Convolutional ``W^k``; its adjoint is ``conv_transpose2d`` with the same weight.
 
+    Owns ``weight`` ``(K, C, window, window)`` and ``bias`` ``b^k``, one per kernel, shaped
+    ``(K, 1, 1)`` to broadcast over the layer's state; initialised as ``nn.Conv2d`` is.
     The transpose gets the ``output_padding`` that lands exactly on ``in_shape``,
     so ``<W x, y> = <x, Wᵀ y>`` holds even where the forward convolution drops
     the last rows or columns.  Shapes: ``(*B, C, H, W) <-> (*B, K, H', W')``.
@@ -64,32 +70,51 @@ class TiedConv2d(nn.Module):
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.out_shape = tuple(out_shape)
-        self.conv = nn.Conv2d(in_shape[0], spec.kernels, spec.window, stride=spec.stride, padding=spec.padding)
+        self.weight = nn.Parameter(torch.empty(spec.kernels, in_shape[0], spec.window, spec.window))
+        self.bias = nn.Parameter(torch.empty(spec.kernels, 1, 1))
         self.stride, self.padding = spec.stride, spec.padding
         self.output_padding = tuple(
             size - ((o - 1) * spec.stride - 2 * spec.padding + spec.window)
             for size, o in zip(in_shape[1:], out_shape[1:])
         )
+        self.reset_parameters()
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.conv.weight
-
-    @property
-    def bias(self) -> torch.Tensor:
-        """``b^k``, one per kernel, shaped ``(K, 1, 1)`` to broadcast over the layer's state."""
-        return self.conv.bias[:, None, None]
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation of ``nn.Conv2d`` (the same draws, in the same order)."""
+        _reset_like_pytorch(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-3]
-        out = self.conv(x.reshape(-1, *self.in_shape))
+        out = F.conv2d(x.reshape(-1, *self.in_shape), self.weight, self.bias.view(-1), stride=self.stride,
+                       padding=self.padding)
         return out.reshape(*batch, *self.out_shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         batch = y.shape[:-3]
-        out = F.conv_transpose2d(y.reshape(-1, *self.out_shape), self.conv.weight, stride=self.stride,
+        out = F.conv_transpose2d(y.reshape(-1, *self.out_shape), self.weight, stride=self.stride,
                                  padding=self.padding, output_padding=self.output_padding)
         return out.reshape(*batch, *self.in_shape)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _rename_legacy(state_dict, prefix, "conv")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _reset_like_pytorch(weight: nn.Parameter, bias: nn.Parameter) -> None:
+    # nn.Linear's and nn.Conv2d's reset_parameters: Kaiming-uniform weights, biases U(±1/sqrt(fan_in))
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    fan_in = weight[0].numel()
+    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    nn.init.uniform_(bias, -bound, bound)
+
+
+def _rename_legacy(state_dict: dict, prefix: str, inner: str) -> None:
+    """Checkpoints from before the layers owned their parameters name them ``{inner}.weight`` and
+    ``{inner}.bias`` (a conv bias ``(K,)``); read them as this layer's."""
+    for name in ("weight", "bias"):
+        old = state_dict.pop(f"{prefix}{inner}.{name}", None)
+        if old is not None:
+            state_dict[f"{prefix}{name}"] = old.reshape(-1, 1, 1) if inner == "conv" and name == "bias" else old
 
 
 def make_layer(spec: LayerSpec, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> nn.Module:

@@ -13,11 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import pyro_models
 from .layers import make_layer
 from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
-from .validation import check_images, check_labels, check_state
+from .validation import as_labels, check_images, check_labels, check_state
 
 __all__ = ["DCIM", "ForwardMeanField", "ReverseMeanField"]
 
@@ -100,7 +99,7 @@ class DCIM(nn.Module):
         ``upto=k`` stops after layer ``k``'s pre-activation (the class logits are
         then empty), which the sampled-layer objective uses.
         """
-        check_images(x0, self.input_shape)
+        check_images(x0, self.input_shape, dtype=self.input_bias.dtype)
         n = self.num_layers
         upto = n if upto is None else upto
         h = self.units.state(x0)
@@ -120,6 +119,7 @@ class DCIM(nn.Module):
     # -- reverse chain -------------------------------------------------------
     def class_state(self, y: torch.Tensor) -> torch.Tensor:
         """``ν^n``: one-hot rows for class indices, or class probabilities as given."""
+        y = as_labels(y, self.input_bias.device)
         if not y.is_floating_point():
             check_labels(y, self.num_classes)
             return F.one_hot(y.long(), self.num_classes).to(self.input_bias.dtype)
@@ -137,6 +137,7 @@ class DCIM(nn.Module):
         """
         n = self.num_layers
         if layer is None or layer == n:
+            y = as_labels(y, self.input_bias.device)
             if y.dtype.is_floating_point:
                 return self._reverse_from(self.class_state(y), n)
             if y.dim() == 0 or y.numel() == 0:
@@ -166,19 +167,28 @@ class DCIM(nn.Module):
         a = self.layers[0].adjoint(h) + self.input_bias
         return ReverseMeanField(hidden, pre, self.units.bit_logits(a))
 
-    # -- Pyro models and guides (pyro_models.py), bound to this module -------
+    # -- Pyro models and guides (pyro_models.py, which takes the net), bound to this module.
+    # Imported on call: pyro_models builds on this module, so model.py does not import it.
     def forward_model(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """See :func:`pyro_dcim.pyro_models.forward_model`."""
-        return pyro_models.forward_model(self, x0, y)
+        from .pyro_models import forward_model
+
+        return forward_model(self, x0, y)
 
     def reverse_model(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> torch.Tensor:
         """See :func:`pyro_dcim.pyro_models.reverse_model`."""
-        return pyro_models.reverse_model(self, y, x0)
+        from .pyro_models import reverse_model
+
+        return reverse_model(self, y, x0)
 
     def mean_field_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
         """See :func:`pyro_dcim.pyro_models.mean_field_guide`."""
-        return pyro_models.mean_field_guide(self, x0, y)
+        from .pyro_models import mean_field_guide
+
+        return mean_field_guide(self, x0, y)
 
     def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> None:
         """See :func:`pyro_dcim.pyro_models.reverse_mean_field_guide`."""
-        return pyro_models.reverse_mean_field_guide(self, y, x0)
+        from .pyro_models import reverse_mean_field_guide
+
+        return reverse_mean_field_guide(self, y, x0)

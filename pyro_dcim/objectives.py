@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from .model import DCIM
 from .validation import check_labels
 
-__all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss",
-           "reverse_nll", "class_reverse_nll", "OBJECTIVES", "get_objective"]
+__all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss", "sampled_layer",
+           "class_reverse_nll", "OBJECTIVES", "get_objective"]
 
 
 @dataclass
@@ -46,21 +46,11 @@ class ObjectiveParts:
     logits: torch.Tensor
     code_nll: Optional[torch.Tensor] = None
 
-    def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).detach()) for k in
-                ("total", "forward_nll", "reverse_nll_per_pixel", "reverse_nll_sum")}
-
-
-def reverse_nll(image_logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """``-log p(x^0 | ·)`` per image: binary cross-entropy summed over pixels, shape ``(batch,)``."""
-    bce = F.binary_cross_entropy_with_logits(image_logits, x0, reduction="none")
-    return bce.flatten(1).sum(1)
-
 
 def class_reverse_nll(net: DCIM, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``-log p(x^0 | x^n = y)`` per image under the reverse mean field, shape ``(batch,)``.
 
-    Equals :func:`reverse_nll` of ``net.reverse_mean_field(y).logits`` but uses that
+    Equals the binary cross-entropy of ``net.reverse_mean_field(y).logits`` summed over pixels, but uses that
     the image logits ``l`` depend on the class only: ``Σ_j softplus(l_j) - x_j l_j``
     is a per-class constant minus one ``(batch × pixels) · (pixels × classes)``
     product, so no per-image pass or per-pixel loss is formed.
@@ -109,6 +99,17 @@ def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_
     return _combine(net, logits, y, rev, reverse_weight, reduction, train_reverse=True)
 
 
+def sampled_layer(net: DCIM, layer: Optional[int] = None, code_weight: float = 0.0) -> int:
+    """The layer ``k`` that (22) samples: ``n-1`` by default; a ``ValueError`` unless it is hidden."""
+    n = net.num_layers
+    k = n - 1 if layer is None else layer
+    if not 1 <= k < n:
+        raise ValueError(f"the sampled layer must be a hidden layer 1..{n - 1}, got {k}")
+    if code_weight and k != n - 1:
+        raise ValueError(f"code_weight needs the sampled layer to be n-1 = {n - 1}, got {k}")
+    return k
+
+
 def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: Optional[int] = None,
                        reverse_weight: float = 1.0, reduction: str = "mean", code_weight: float = 0.0,
                        generator: Optional[torch.Generator] = None, **_: object) -> ObjectiveParts:
@@ -126,12 +127,7 @@ def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: O
     per image).  The default 0 is the paper's objective.
     """
     check_labels(y, net.num_classes)
-    n = net.num_layers
-    k = n - 1 if layer is None else layer
-    if not 1 <= k < n:
-        raise ValueError(f"the sampled layer must be a hidden layer 1..{n - 1}, got {k}")
-    if code_weight and k != n - 1:
-        raise ValueError(f"code_weight needs the sampled layer to be n-1 = {n - 1}, got {k}")
+    k = sampled_layer(net, layer, code_weight)
     mf = net.forward_mean_field(x0)
     probs = torch.sigmoid(net.units.bit_logits(mf.preactivations[k - 1].detach()))
     # u < p, written into the uniforms: an exact Bernoulli(p) draw, twice as fast as torch.bernoulli on CPU

@@ -1,6 +1,7 @@
 """Figures of the paper: learning curves (Fig. 1) and generated digits (Fig. 2, Fig. 3).
 
-Everything draws with matplotlib's Agg backend into PNG files, so it runs headless.
+Figures are drawn on :class:`matplotlib.figure.Figure` objects and saved as PNG files, without
+pyplot, so they run headless and leave the user's matplotlib backend as it was.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .generate import class_grid, generate, predict  # noqa: E402
-from .model import DCIM  # noqa: E402
+from .generate import class_grid, generate, images_per_class, predict
+from .model import DCIM
 
 __all__ = ["plot_learning_curves", "plot_sample_grid", "sample_figure", "run_figures", "SAMPLE_TITLES"]
 
@@ -36,14 +35,16 @@ def plot_learning_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], p
                          title: str = "") -> Path:
     """Fig. 1: training (dashed) and validation (solid) accuracy, forward NLL and reverse loss
     per epoch, one colour per run (``histories``: label -> metrics rows)."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for colour, (label, rows) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    for colour, (label, rows) in zip(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
         epochs = [r["epoch"] for r in rows]
         for ax, (name, train_key, val_key) in zip(axes, _PANELS):
             for key, style, suffix in ((train_key, "--", "train"), (val_key, "-", "val")):
                 values = [math.nan if r.get(key) is None else float(r[key]) for r in rows]
                 if not all(math.isnan(v) for v in values):
-                    ax.plot(epochs, values, style, color=colour, label=f"{label} {suffix}")
+                    # markers, so a run of one epoch still shows its point
+                    ax.plot(epochs, values, style, marker="o", markersize=3, color=colour, label=f"{label} {suffix}")
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("epoch")
     axes[0].legend(fontsize=7)
@@ -67,13 +68,15 @@ def _as_2d(images: torch.Tensor) -> np.ndarray:
 
 def plot_sample_grid(images: torch.Tensor, classes: torch.Tensor, pred: torch.Tensor, prob: torch.Tensor,
                      path: str | Path, title: str = "", per_row: int | None = None) -> Path:
-    """A grid with one row per intended class, each image titled with the forward model's
-    predicted class and its probability (red where it is not the intended class), as Fig. 2.
+    """A grid with one row per intended class (one row in all when each class has one image),
+    each image titled with the forward model's predicted class and its probability (red where
+    it is not the intended class), as Fig. 2.
 
     Drawn as one mosaic image with text on top (a hundred separate axes are slow to draw)."""
     pics = _as_2d(images)
     classes, pred, prob = classes.cpu(), pred.cpu(), prob.cpu()
     per_row = per_row or int((classes == classes[0]).sum())
+    per_row = len(pics) if per_row == 1 else per_row
     rows, (h, w) = math.ceil(len(pics) / per_row), pics.shape[1:]
     gap, top = 2, 9  # pixels between images, and above each one for its title
     mosaic = np.ones((rows * (h + top + gap), per_row * (w + gap)))
@@ -82,7 +85,7 @@ def plot_sample_grid(images: torch.Tensor, classes: torch.Tensor, pred: torch.Te
         y0, x0 = r * (h + top + gap) + top, c * (w + gap)
         mosaic[y0:y0 + h, x0:x0 + w] = pic
     scale = 0.032  # inches per mosaic pixel
-    fig = plt.figure(figsize=(mosaic.shape[1] * scale, mosaic.shape[0] * scale + (0.3 if title else 0)))
+    fig = Figure(figsize=(mosaic.shape[1] * scale, mosaic.shape[0] * scale + (0.3 if title else 0)))
     ax = fig.add_axes((0, 0, 1, mosaic.shape[0] * scale / fig.get_figheight()))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
@@ -98,8 +101,9 @@ def plot_sample_grid(images: torch.Tensor, classes: torch.Tensor, pred: torch.Te
 
 def sample_figure(net: DCIM, path: str | Path, mode: str = "mean", per_class: int = 10, seed: int = 0,
                   title: str = "") -> Path:
-    """Generate ``per_class`` images of every class in ``mode`` and draw them with their predictions."""
-    classes = class_grid(net.num_classes, per_class, net.input_bias.device)
+    """Generate ``per_class`` images of every class in ``mode`` (one in the deterministic mean mode)
+    and draw them with their predictions."""
+    classes = class_grid(net.num_classes, images_per_class(mode, per_class), net.input_bias.device)
     images = generate(net, classes, mode, seed=seed)
     pred, prob = predict(net, images)
     return plot_sample_grid(images, classes, pred, prob, path, title or SAMPLE_TITLES[mode])
@@ -118,8 +122,7 @@ def run_figures(net: DCIM, cfg: Any, history: Sequence[Mapping[str, Any]], run_d
     return paths
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path

@@ -9,6 +9,10 @@ vectorises every site, since the tied layers accept leading batch dimensions.
 Images are Bernoulli observations; intensities in [0, 1] are soft targets, so the
 ``"x0"`` site's ``log_prob`` is the negative binary cross-entropy (the exact
 log-likelihood for binary images).
+
+A layer site enumerates its ``2^m`` joint states (up to :data:`ENUMERATE_MAX_UNITS`
+units), so ``config_enumerate`` + ``TraceEnum_ELBO`` sum out the hidden layers of a
+narrow net exactly.  ``infer_discrete`` does not work: it needs scalar sites.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import TYPE_CHECKING, Optional
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 
+from .units import all_bit_states, log1p_exp
 from .validation import check_images, check_labels
 
 if TYPE_CHECKING:
@@ -41,7 +45,7 @@ class _Bernoulli(dist.Bernoulli):
 
     Same distribution, fewer passes over memory: draws are ``u < p`` written into the
     uniforms in place (about twice as fast as ``torch.bernoulli`` on CPU), and
-    ``log_prob(x) = x·a − softplus(a)`` takes the softplus of the logits as they were
+    ``log_prob(x) = x·a − log(1 + e^a)`` takes the log-normaliser of the logits as they were
     before a plate expanded them, so a per-image distribution scored on ``S``
     particles pays for it once, not ``S`` times.
     """
@@ -55,7 +59,7 @@ class _Bernoulli(dist.Bernoulli):
         if self._validate_args:
             self._validate_sample(value)
         # exact for soft targets too: it is minus the binary cross-entropy
-        return value * self.logits - F.softplus(self._unexpanded_logits())
+        return value * self.logits - log1p_exp(self._unexpanded_logits())
 
     def _unexpanded_logits(self) -> torch.Tensor:
         return self.__dict__.get("_base_logits", self.logits)
@@ -66,13 +70,38 @@ class _Bernoulli(dist.Bernoulli):
         return new
 
 
+#: Widest layer whose joint states :class:`_Layer` enumerates (2^16 states).
+ENUMERATE_MAX_UNITS = 16
+
+
+class _Layer(dist.Independent):
+    """A layer of Bernoulli units as one site, enumerable over its ``2^m`` joint states.
+
+    So ``config_enumerate`` marks the hidden sites, and ``TraceEnum_ELBO`` sums out whole
+    layers of a narrow net exactly (``infer_discrete`` cannot: it needs sites without event dims).
+    """
+
+    @property
+    def has_enumerate_support(self) -> bool:
+        return True
+
+    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
+        shape = self.event_shape
+        m = shape.numel()
+        if m > ENUMERATE_MAX_UNITS:
+            raise ValueError(f"cannot enumerate a layer of {m} units (shape {tuple(shape)}, 2^{m} states; "
+                             f"the limit is {ENUMERATE_MAX_UNITS} units): use sampling or the guides instead")
+        bits = all_bit_states(m, self.base_dist.logits).reshape((1 << m,) + (1,) * len(self.batch_shape) + shape)
+        return bits.expand((1 << m,) + self.batch_shape + shape) if expand else bits
+
+
 def _bernoulli(logits: torch.Tensor, event_dims: int, soft: bool = False) -> dist.TorchDistribution:
     # Soft targets are outside Bernoulli's support; the cross-entropy is still the right log-prob.
     d = _Bernoulli(logits=logits, validate_args=False if soft else None)
-    return d.to_event(event_dims)
+    return _Layer(d, event_dims)
 
 
-def _batch_size(net: "DCIM", x: torch.Tensor, event_dims: int) -> int:
+def _batch_size(x: torch.Tensor, event_dims: int) -> int:
     return x.shape[-event_dims - 1] if x.dim() > event_dims else 1
 
 
@@ -84,11 +113,11 @@ def forward_model(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = Non
     ``None``.  Returns the class (sampled or observed).
     """
     pyro.module(name, net)
-    check_images(x0, net.input_shape)
+    check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
     if y is not None:
         check_labels(y, net.num_classes)
     units = net.units
-    with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
+    with pyro.plate(PLATE_NAME, _batch_size(x0, len(net.input_shape)), dim=-1):
         h = units.state(x0)
         for k in range(1, net.num_layers):
             a = net.layers[k - 1](h)
@@ -108,7 +137,7 @@ def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = Non
     """
     pyro.module(name, net)
     if x0 is not None:
-        check_images(x0, net.input_shape)
+        check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
     units = net.units
     h = net.class_state(y)
     with pyro.plate(PLATE_NAME, h.shape[-2] if h.dim() > 1 else 1, dim=-1):
@@ -126,22 +155,31 @@ def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = 
     """Deterministic guide for :func:`forward_model`: ``q(x^k) = Π_i Bernoulli(μ^k_i)``.
 
     The marginals come from :meth:`DCIM.forward_mean_field`, so the guide and the
-    DNN forward pass are one computation.  ``y`` is accepted (and ignored) so the
-    guide takes the model's arguments.
+    DNN forward pass are one computation.  With ``y`` observed the class is not a
+    latent site; with ``y=None`` it is, and the guide covers it with the mean-field
+    class probabilities (eq. 15), so Pyro's ``Importance`` and ELBOs see every latent.
     """
     pyro.module(name, net)
-    mf = net.forward_mean_field(x0, upto=net.num_layers - 1)
-    with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
+    mf = net.forward_mean_field(x0, upto=None if y is None else net.num_layers - 1)
+    with pyro.plate(PLATE_NAME, _batch_size(x0, len(net.input_shape)), dim=-1):
         for k, a in enumerate(mf.preactivations, start=1):
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
+        if y is None:
+            pyro.sample("class", dist.Categorical(logits=mf.logits))
 
 
 def reverse_mean_field_guide(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
                              name: str = "dcim") -> None:
-    """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``."""
+    """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``.
+
+    With ``x0=None`` the image is a latent site of the model, and the guide covers it
+    with the mean-field image probabilities ``ν^0``.
+    """
     pyro.module(name, net)
     rmf = net.reverse_mean_field(y)
     with pyro.plate(PLATE_NAME, rmf.logits.shape[0], dim=-1):
         for j, a in enumerate(rmf.preactivations):
             k = net.num_layers - 1 - j
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
+        if x0 is None:
+            pyro.sample("x0", _bernoulli(rmf.logits, len(net.input_shape)))

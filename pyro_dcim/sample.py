@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, load_model
 from .fit import OneLineParser
-from .generate import MODES, class_consistency, class_grid, generate, mean_pairwise_distance, predict
+from .generate import MODES, class_consistency, class_grid, generate, images_per_class, mean_pairwise_distance, predict
 from .plots import SAMPLE_TITLES, plot_sample_grid
 from .train import ConfigError, resolve_device
 
@@ -27,7 +27,8 @@ __all__ = ["main"]
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m pyro_dcim.sample", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (or a checkpoint .pt file)")
-    p.add_argument("--per-class", type=int, default=10, help="images per class (default 10)")
+    p.add_argument("--per-class", type=int, default=10, help="images per class in the sampling modes (default "
+                   "10; the mean mode is deterministic and draws one per class)")
     p.add_argument("--mode", choices=MODES, default="mean", help="mean: reverse mean field from the class "
                    "(Fig. 2); sample-layer: sample x^{n-1} given the class, then mean field (Fig. 3); "
                    "ancestral: the reverse Pyro model, all layers sampled (default mean)")
@@ -46,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConfigError(f"--per-class must be >= 1, got {args.per_class}")
         device = resolve_device(args.device)
         net = load_model(args.run_dir, map_location=device).eval()
-        classes = class_grid(net.num_classes, args.per_class, device)
+        classes = class_grid(net.num_classes, images_per_class(args.mode, args.per_class), device)
         images = generate(net, classes, args.mode, layer=args.layer, seed=args.seed)
     except (CheckpointError, ConfigError, ValueError) as e:
         print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)

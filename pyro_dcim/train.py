@@ -5,8 +5,8 @@
 
 The data live on the device as tensors; each epoch visits them in the order of a
 permutation that is a pure function of ``(seed, epoch)``, so the data order needs no
-state to resume and every rank of a distributed run can compute it (issue 7: shard it
-with :func:`shard_indices`; all writes are guarded by ``is_main``).  A checkpoint is
+state to resume and every rank of a distributed run can compute it (each takes its
+share with :func:`shard_indices`; all writes are guarded by ``is_main``).  A checkpoint is
 written atomically after every epoch (and on SIGINT/SIGTERM, mid-epoch) with the
 model, optimiser, RNG states, the position ``(epoch, step)`` and the metrics so far,
 so that a resumed run reproduces an uninterrupted one exactly on CPU.
@@ -31,7 +31,7 @@ from .data import load_dataset
 from .faults import StopSignals, TrainingInterrupted, rng_state, seed_everything, set_rng_state
 from .init import init_input_bias, initialise
 from .model import DCIM
-from .objectives import get_objective
+from .objectives import get_objective, sampled_layer
 from .spec import SpecError
 from .validation import check_images
 
@@ -177,6 +177,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
     for x in (data.train_x, data.val_x, data.test_x):
         check_images(x, net.input_shape, name=f"{cfg.dataset} images")
     objective = get_objective(cfg.objective)
+    if cfg.objective == "sampled-layer":   # every setting is checked before the run folder exists
+        try:
+            sampled_layer(net, cfg.sample_layer, cfg.code_weight)
+        except ValueError as e:
+            raise ConfigError(f"--sample-layer / --code-weight: {e}") from None
     if cfg.out is None:
         cfg.out = cfg.default_out()
     run_dir = Path(cfg.out)
@@ -216,6 +221,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
                 "position": {"epoch": epoch, "step": step}, "partial": {"sums": sums.cpu(), "seconds": seconds},
                 "history": history, "config": asdict(cfg),
                 "data_order": {"scheme": "randperm(seed * 1000003 + epoch)", "seed": cfg.seed}})
+
+    if not resume:  # so a run stopped before its first save is still one that --resume continues
+        checkpoint(start_epoch, start_step, partial["sums"], 0.0)
+    if start_epoch >= cfg.epochs:
+        log(f"--epochs {cfg.epochs}: no epoch left to train ({len(history)} done); evaluating and saving the "
+            f"{'trained' if history else 'initialised'} network as it is")
 
     # the loss as one module, so DistributedDataParallel (under torchrun) syncs its gradients; the
     # discriminative net's reverse loss is measured in the eval pass, not per step
@@ -294,8 +305,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
                 log(_epoch_line(row, cfg.epochs))
             if stop.received is not None:  # a signal during the evaluation
                 raise TrainingInterrupted(stop.received, run_dir, epoch + 1, 0)
-        if not (run_dir / "checkpoint.pt").exists():  # zero epochs: still a loadable run
-            checkpoint(cfg.epochs, 0, partial["sums"], 0.0)
 
     summary = finish(net, cfg, data, run_dir, history, is_main, log)
     return TrainResult(run_dir, net, history, summary)

@@ -9,7 +9,21 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["Units", "ZeroOne", "PlusMinusOne", "get_units"]
+__all__ = ["Units", "ZeroOne", "PlusMinusOne", "get_units", "all_bit_states", "log1p_exp"]
+
+
+def all_bit_states(m: int, like: torch.Tensor) -> torch.Tensor:
+    """All ``2^m`` bit vectors as rows of a ``(2^m, m)`` float tensor (unit 0 the highest bit)."""
+    codes = torch.arange(1 << m, device=like.device)
+    shifts = torch.arange(m - 1, -1, -1, device=like.device)
+    return ((codes[:, None] >> shifts) & 1).to(like.dtype)
+
+
+def log1p_exp(logits: torch.Tensor) -> torch.Tensor:
+    """``log(1 + e^l)``, the log-normaliser of a bit with logit ``l``, to full precision:
+    ``F.softplus`` returns ``l`` itself above ``l = 20``, an error of ``e^{-20} ≈ 2e-9`` that
+    float64 enumeration would carry.  (As fast as softplus: one kernel.)"""
+    return torch.logaddexp(logits, logits.new_zeros(()))
 
 
 class Units:

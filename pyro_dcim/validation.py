@@ -8,16 +8,17 @@ the training loop uses for its hot path after checking the dataset once.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from pyro.infer.util import is_validation_enabled
 
-__all__ = ["check_images", "check_labels", "check_state"]
+__all__ = ["check_images", "check_labels", "check_state", "as_labels"]
 
 
-def check_images(x0: torch.Tensor, input_shape: Sequence[int], name: str = "x0") -> None:
-    """``x0`` must be ``(*batch, *input_shape)`` floats with values in [0, 1]."""
+def check_images(x0: torch.Tensor, input_shape: Sequence[int], name: str = "x0",
+                 dtype: Optional[torch.dtype] = None) -> None:
+    """``x0`` must be ``(*batch, *input_shape)`` floats (of ``dtype``, the network's) with values in [0, 1]."""
     shape = tuple(input_shape)
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x0).__name__}")
@@ -27,6 +28,9 @@ def check_images(x0: torch.Tensor, input_shape: Sequence[int], name: str = "x0")
     if not x0.is_floating_point():
         raise TypeError(f"{name} must be floating point intensities in [0, 1], got {x0.dtype}; "
                         "divide uint8 images by 255")
+    if dtype is not None and x0.dtype != dtype:
+        raise TypeError(f"{name} is {x0.dtype} but the network's parameters are {dtype}; pass {name}.to({dtype}) "
+                        "(or convert the network, e.g. net.double())")
     if is_validation_enabled() and x0.numel():
         if torch.isnan(x0).any():
             raise ValueError(f"{name} contains NaN")
@@ -36,10 +40,27 @@ def check_images(x0: torch.Tensor, input_shape: Sequence[int], name: str = "x0")
                              "(read as p(pixel = 1)); rescale them, e.g. x / 255")
 
 
+def as_labels(y: Any, device: torch.device) -> torch.Tensor:
+    """Class indices given as an int, a list or an array, as a tensor on ``device``; a tensor as it is."""
+    if isinstance(y, torch.Tensor):
+        return y
+    try:
+        return torch.as_tensor(y, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"classes must be a tensor, an int or a list of ints, got {type(y).__name__}") from None
+
+
 def check_labels(y: torch.Tensor, num_classes: int, name: str = "y") -> None:
     """``y`` must hold class indices ``0 .. num_classes - 1``."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}; "
+                        f"pass torch.tensor({name})")
     if y.is_floating_point():
         raise TypeError(f"{name} must be integer class indices, got {y.dtype}")
+    if y.dim() >= 2 and y.shape[-1] == num_classes and is_validation_enabled() and y.numel() \
+            and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(-1) == 1).all()):
+        raise ValueError(f"{name} of shape {tuple(y.shape)} holds one-hot rows; pass class indices "
+                         f"{name}.argmax(-1) (the reverse pass also takes class probabilities, {name}.float())")
     if is_validation_enabled() and y.numel():
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:

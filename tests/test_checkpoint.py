@@ -34,3 +34,20 @@ def test_errors(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.pt", {"model": dict(state, version="9.9.0")})
     with pytest.raises(CheckpointError, match="9.9.0"):
         load_model(tmp_path)
+
+
+def test_atomic_writes_take_the_umask_of_the_moment(tmp_path):
+    """The file mode follows the umask when the file is written (none is read, or set, at import)."""
+    import os
+    import stat
+
+    from pyro_dcim.atomic import atomic_write
+
+    previous = os.umask(0o027)
+    try:
+        readable = atomic_write(tmp_path / "a", lambda f: f.write(b"x"))
+        private = atomic_write(tmp_path / "b", lambda f: f.write(b"x"), readable=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(readable.stat().st_mode) == 0o640 and stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]   # no temporaries left

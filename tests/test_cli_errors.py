@@ -1,4 +1,4 @@
-"""More bad input for the command lines (issue 8): each is one line on stderr and exit status 2."""
+"""More bad input for the command lines: each is one line on stderr and exit status 2."""
 
 import gzip
 
@@ -43,3 +43,52 @@ def test_truncated_idx_file_through_the_cli(tmp_path, capsys):
 def test_sample_of_a_missing_run(tmp_path, capsys):
     assert sample.main([str(tmp_path / "nothing-here")]) == 2
     assert "no checkpoint" in _one_line(capsys)
+
+
+def test_a_sampled_layer_outside_the_net_is_refused_before_the_run_folder(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert fit.main([*TINY, "--objective", "sampled-layer", "--sample-layer", "7", "--out", str(run)]) == 2
+    assert "the sampled layer must be a hidden layer 1..1, got 7" in _one_line(capsys)
+    assert not run.exists()  # so the same command, corrected, can use the folder
+    assert fit.main([*TINY, "--objective", "sampled-layer", "--sample-layer", "1", "--out", str(run)]) == 0
+
+
+def test_a_wrongly_typed_config_value(tmp_path, capsys):
+    import json
+
+    config = tmp_path / "config.json"
+    for value, expected in [({"lr": "fast"}, "setting lr must be a number or null, got 'fast'"),
+                            ({"eval_batch_size": 2.5}, "setting eval_batch_size must be an integer, got 2.5"),
+                            ({"compile": "no"}, "setting compile must be true or false, got 'no'")]:
+        config.write_text(json.dumps({"config": value}))
+        assert fit.main([*TINY, "--config", str(config), "--out", str(tmp_path / "r")]) == 2
+        assert expected in _one_line(capsys)
+    config.write_text(json.dumps({"config": {"lr": 1, "val_size": None}}))   # an int is a number
+    assert fit.config_from_args(fit.build_parser().parse_args(["--config", str(config)]))[0].lr == 1
+
+
+def test_ctrl_c_outside_the_loop_is_one_line_and_a_started_run_can_resume(tmp_path, capsys, monkeypatch):
+    from pyro_dcim import train as train_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "train", interrupted)           # while loading the data
+    assert fit.main([*TINY, "--out", str(tmp_path / "a")]) == 130
+    assert "interrupted (SIGINT) outside the training loop; nothing was saved" in _one_line(capsys)
+    monkeypatch.undo()
+    run = tmp_path / "b"
+    monkeypatch.setattr(train_module.distributed, "wrap", interrupted)   # after the folder is written
+    assert fit.main([*TINY, "--out", str(run)]) == 130
+    assert f"resume with: python -m pyro_dcim.fit --resume {run}" in _one_line(capsys)
+    monkeypatch.undo()
+    assert fit.main(["--resume", str(run)]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_zero_epochs_says_what_it_does(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert fit.main([*TINY, "--epochs", "0", "--out", str(run)]) == 0
+    assert "--epochs 0: no epoch left to train (0 done); evaluating and saving the initialised network" \
+        in capsys.readouterr().out
+    assert (run / "checkpoint.pt").is_file()

@@ -42,7 +42,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_combined_batch(tmp_path):
     ddp, one = (load_checkpoint(tmp_path / name)["model"]["state_dict"] for name in ("ddp", "one"))
     for name, value in one.items():
         assert torch.allclose(ddp[name], value, atol=1e-5), name
-    assert not torch.allclose(ddp["layers.0.conv.weight"], ddp["layers.0.conv.weight"] * 0)
+    assert not torch.allclose(ddp["layers.0.weight"], ddp["layers.0.weight"] * 0)
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: each epoch logged once
     single = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import _paused_fit as paused_fit
 import pytest
 import torch
 
@@ -30,15 +31,11 @@ def test_kill_9_during_training_then_resume_matches_an_uninterrupted_run(tmp_pat
     full, part = tmp_path / "full", tmp_path / "part"
     subprocess.run([sys.executable, "-m", "pyro_dcim.fit", *FIT, "--out", str(full)], env=ENV, check=True,
                    capture_output=True, timeout=300, cwd=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "pyro_dcim.fit", *FIT, "--out", str(part)], env=ENV, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        metrics = part / "metrics.jsonl"
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    # the run holds still in the middle of its third epoch (of six), where the kill lands
+    proc = paused_fit.start([*FIT, "--out", str(part)], pause_at=0.42, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    paused_fit.wait_until_paused(proc)
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     epoch = load_checkpoint(part)["position"]["epoch"]

@@ -76,3 +76,59 @@ def test_folder_without_checkpoint_is_a_clean_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path), "--images", "1"])
     assert exc.value.code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_the_runs_own_dataset_is_read_from_its_config(run_dir, tmp_path, capsys):
+    """A run folder's config.json, as the training loop writes it (settings under "config"), names the
+    dataset and data folder that diagnose loads: here four tiny IDX files with labels 7, 3, 9."""
+    from dataclasses import asdict
+
+    from pyro_dcim.runs import write_config
+    from pyro_dcim.train import TrainConfig
+
+    data = tmp_path / "idx"
+    data.mkdir()
+    labels = [7, 3, 9]
+    images = torch.rand(3, 28, 28).mul(255).to(torch.uint8).numpy().tobytes()
+    for split in ("train", "t10k"):
+        (data / f"{split}-images-idx3-ubyte").write_bytes(
+            b"\x00\x00\x08\x03" + (3).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + images)
+        (data / f"{split}-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes(labels))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
+    write_config(run, asdict(TrainConfig(dataset="mnist", data_dir=str(data))))
+    out = tmp_path / "diag"
+    assert main([str(run), "--images", "3", "--chains", "2", "--samples", "10", "--warmup", "5",
+                 "--out", str(out)]) == 0
+    assert pd.read_csv(out / "per_image.csv", index_col=0)["label"].tolist() == labels
+
+
+def test_cuda_without_cuda_blames_the_device_not_the_checkpoint(run_dir, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        main([str(run_dir), "--images", "1", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "no CUDA device" in err and "checkpoint" not in err
+
+
+def test_trace_rank_figure_shows_the_worst_r_hat_units(tmp_path):
+    """The figure picks the units of the image with the largest R-hat (not units 0-2), skips units
+    constant in every chain, and has one row (rank plot, running means) per unit."""
+    from PIL import Image
+
+    from pyro_dcim.inference import diagnostics
+
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.bernoulli(torch.full((4, 200, 2, 5), 0.5), generator=g)   # (chain, draw, image, unit)
+    x1[:, :, 0, 3] = torch.tensor([0.0, 0.0, 1.0, 1.0])[:, None]        # chains stuck apart: R-hat far from 1
+    x1[:2, :, 0, 1] = torch.bernoulli(torch.full((2, 200), 0.9), generator=g)   # chains disagree less
+    x1[:, :, 0, 0] = 1.0                                                 # constant: R-hat NaN
+    idata = diagnostics.to_inference_data({"x1": x1})
+    worst = diagnostics.worst_units(idata, image=0, units=3)
+    r_hat = diagnostics.rhat(idata)["x1"][0]
+    assert [(name, unit) for _, name, unit in worst][:2] == [("x1", 3), ("x1", 1)]
+    assert [v for v, _, _ in worst] == sorted(r_hat[~r_hat.isnan()].tolist(), reverse=True)[:3]
+    assert all(unit != 0 for _, _, unit in worst)
+    heights = [Image.open(diagnostics.plot_trace_rank(idata, tmp_path / f"{n}.png", units=n)).size[1] for n in (1, 3)]
+    assert heights[1] > 2 * heights[0]

@@ -98,6 +98,31 @@ def test_too_wide_layer_names_layer_width_and_limit():
     with pytest.raises(LayerTooWideError, match=r"x1 has 3 units .*limit of 2"):
         exact_marginals(net, x0, max_units=2)
     assert issubclass(LayerTooWideError, ValueError)
+    # a count of states too long to print as an integer (over 4300 digits) is written as a power
+    wide = random_net([20000, 2], (4,))
+    with pytest.raises(LayerTooWideError, match=r"x1 has 20000 units .*\(2\^20000 states\)"):
+        exact_marginals(wide, x0.new_zeros(1, 4))
+
+
+def test_log_probabilities_keep_float64_precision_for_large_logits():
+    """``F.softplus`` returns ``l`` above ``l = 20`` (an error of ``e^-20``); the engines' and the Pyro
+    sites' form is exact."""
+    from pyro_dcim.inference.chain import bernoulli_log_prob
+
+    logits = torch.tensor([-800.0, -40.0, -21.0, -1e-3, 0.0, 3.0, 19.0, 21.0, 25.0, 40.0, 800.0], dtype=torch.float64)
+    reference = torch.logaddexp(torch.zeros_like(logits), logits)   # log(1 + e^l), exact
+    for target in (torch.ones_like(logits), torch.zeros_like(logits), torch.full_like(logits, 0.3)):
+        expected = target * logits - reference
+        assert torch.allclose(bernoulli_log_prob(logits, target), expected, rtol=1e-15, atol=0)
+    from pyro_dcim.pyro_models import _bernoulli
+
+    for target in (torch.ones_like(logits), torch.full_like(logits, 0.3)):   # the Pyro sites' log-prob too
+        expected = (target * logits - reference).sum()
+        assert torch.allclose(_bernoulli(logits, 1, soft=True).log_prob(target), expected, rtol=1e-15, atol=0)
+    enum = exact_module._Enumerator(random_net([2, 3], (4,)), "forward", 16)
+    table = enum.log_bernoulli_table(1, logits[None, 8:10])          # logits 25, 40
+    expected = enum.bits[1] @ logits[8:10] - reference[8:10].sum()
+    assert torch.allclose(table[0], expected, rtol=1e-15, atol=0)
 
 
 def test_single_layer_net_is_an_rbm_and_needs_no_enumeration():

@@ -56,3 +56,40 @@ def test_network_adjoint_and_shape_round_trip(spec, input_shape):
     rev = net.reverse_mean_field(mf.logits.softmax(-1))
     assert rev.logits.shape == x0.shape
     assert [tuple(h.shape[1:]) for h in rev.hidden] == net.shapes[-2:0:-1]
+
+
+def test_layers_own_their_parameters_and_reset_them_as_pytorch_does():
+    """``reset_parameters`` draws what ``nn.Linear`` / ``nn.Conv2d`` draw from the same seed, so
+    ``--init torch`` (and every scheme built on it) gives the tensors it gave with those modules."""
+    from torch import nn
+
+    spec = ConvSpec(3, 2, 5, 1)
+    for make, reference in [(lambda: TiedDense((2, 4, 4), 7), lambda: nn.Linear(32, 7)),
+                            (lambda: TiedConv2d((2, 9, 9), spec, (5, 5, 5)), lambda: nn.Conv2d(2, 5, 3, 2, 1))]:
+        torch.manual_seed(3)
+        ours = make()
+        torch.manual_seed(3)
+        ref = reference()
+        assert [n for n, _ in ours.named_parameters()] == ["weight", "bias"]
+        assert torch.equal(ours.weight, ref.weight) and torch.equal(ours.bias.flatten(), ref.bias)
+        before = ours.weight.detach().clone()
+        ours.reset_parameters()
+        assert not torch.equal(ours.weight, before) and ours.weight.shape == before.shape
+
+
+def test_checkpoints_with_the_former_parameter_names_load():
+    """State dicts from when the layers held an ``nn.Linear`` / ``nn.Conv2d`` (``layers.0.conv.weight``,
+    a conv bias of shape (K,)) load into the layers that own their parameters."""
+    torch.manual_seed(0)
+    net = DCIM.from_spec([(3, 2, 4), 6, 3], input_shape=(1, 8, 8))
+    legacy = {}
+    for name, value in net.state_dict().items():
+        inner = "conv" if name.startswith("layers.0.") else "linear"
+        if name.startswith("layers."):
+            k, leaf = name.split(".")[1:]
+            name = f"layers.{k}.{inner}.{leaf}"
+            value = value.flatten() if inner == "conv" and leaf == "bias" else value
+        legacy[name] = value.clone()
+    fresh = DCIM.from_spec([(3, 2, 4), 6, 3], input_shape=(1, 8, 8))
+    fresh.load_state_dict(legacy)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), net.state_dict().values()))

@@ -80,15 +80,15 @@ def test_sampled_layer_passes_no_gradient_through_the_sample():
     g22 = grads(sampled_layer_loss, layer=2, generator=torch.Generator().manual_seed(0))
     g_disc = grads(discriminative_loss)
     # b^2 reaches the reverse term only through the sampled x̃^2: its gradient is the forward one alone
-    assert torch.allclose(g22["layers.1.linear.bias"], g_disc["layers.1.linear.bias"])
+    assert torch.allclose(g22["layers.1.bias"], g_disc["layers.1.bias"])
     # W^3 and b^3 are above the sampled layer; W^1, W^2, b^0, b^1 do get reverse gradients
-    assert torch.allclose(g22["layers.2.linear.weight"], g_disc["layers.2.linear.weight"])
-    assert not torch.allclose(g22["layers.0.linear.weight"], g_disc["layers.0.linear.weight"])
+    assert torch.allclose(g22["layers.2.weight"], g_disc["layers.2.weight"])
+    assert not torch.allclose(g22["layers.0.weight"], g_disc["layers.0.weight"])
     assert g22["input_bias"].abs().sum() > 0 and g_disc["input_bias"].abs().sum() == 0
     # with layer=1 the reverse term touches only W^1 and b^0
     g22_1 = grads(sampled_layer_loss, layer=1, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(g22_1["layers.1.linear.weight"], g_disc["layers.1.linear.weight"])
-    assert torch.allclose(g22_1["layers.0.linear.bias"], g_disc["layers.0.linear.bias"])
+    assert torch.allclose(g22_1["layers.1.weight"], g_disc["layers.1.weight"])
+    assert torch.allclose(g22_1["layers.0.bias"], g_disc["layers.0.bias"])
     with pytest.raises(ValueError, match="hidden layer"):
         sampled_layer_loss(net, x0, y, layer=3)
 
@@ -112,14 +112,14 @@ def test_code_term_trains_the_class_to_code_link():
     net = DCIM.from_spec([6, 5, 3], input_shape=(8,)).double()
     x0, y = _batch((8,), n=10, classes=3)
     x0 = x0.double()
-    b2 = "layers.1.linear.bias"  # b^{n-1}: untouched by (22)'s reverse term, trained by the code term
+    b2 = "layers.1.bias"  # b^{n-1}: untouched by (22)'s reverse term, trained by the code term
     net.zero_grad()
     sampled_layer_loss(net, x0, y, generator=torch.Generator().manual_seed(0)).total.backward()
-    without = net.layers[1].linear.bias.grad.clone()
+    without = net.layers[1].bias.grad.clone()
     net.zero_grad()
     parts = sampled_layer_loss(net, x0, y, code_weight=1.0, generator=torch.Generator().manual_seed(0))
     parts.total.backward()
-    assert not torch.allclose(net.layers[1].linear.bias.grad, without), b2
+    assert not torch.allclose(net.layers[1].bias.grad, without), b2
     # the reported code NLL is -log p(x̃^2 | y) with x̃^2 drawn exactly as the loss draws it
     a2 = net.forward_mean_field(x0).preactivations[1]
     u = torch.rand(a2.shape, generator=torch.Generator().manual_seed(0), dtype=a2.dtype)

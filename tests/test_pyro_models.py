@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _brute_force import random_net as _net
+from _brute_force import single_thread  # noqa: F401 (a fixture)
 from pyro import poutine
 from pyro.infer import Predictive
 
@@ -100,7 +101,7 @@ def test_trace_structure_and_log_prob_by_hand():
     assert isinstance(sites["x1"]["fn"].base_dist, dist.Bernoulli) and sites["x1"]["fn"].event_shape == (2, 5, 5)
     assert sites["x2"]["value"].shape == (3, 4) and isinstance(sites["class"]["fn"], dist.Categorical)
     assert sites["class"]["is_observed"] and torch.equal(sites["class"]["value"], y)
-    assert "dcim$$$layers.0.conv.weight" in pyro.get_param_store().keys()
+    assert "dcim$$$layers.0.weight" in pyro.get_param_store().keys()
     x1, x2 = sites["x1"]["value"], sites["x2"]["value"]
     a1 = net.layers[0](x0)
     a2 = net.layers[1](x1)
@@ -170,3 +171,89 @@ def test_bernoulli_site_log_prob_and_draws_match_torch():
     assert draws.dtype == probs.dtype and set(draws.unique().tolist()) <= {0.0, 1.0}
     se = (probs * (1 - probs) / 40_000).sqrt()
     assert ((draws.mean(0) - probs).abs() <= 4 * se + 1e-4).all()
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_pyro_importance_with_the_guides_gives_the_exact_far_end_marginals():
+    """The guides cover every latent site of their model (the class, or the image, when it is
+    not given), so Pyro's own ``Importance`` + ``EmpiricalMarginal`` estimate the exact marginals."""
+    from pyro.infer import EmpiricalMarginal, Importance
+
+    from pyro_dcim.inference import exact_marginals
+
+    net = _net([3, 3, 4], (5,), scale=1.5)
+    x0 = torch.tensor([[1.0, 0, 1, 1, 0]], dtype=torch.float64)
+    y = torch.tensor([2])
+    num_samples = 1500
+    cases = [(net.forward_model, net.mean_field_guide, (x0,), "class",
+              exact_marginals(net, x0).classes[0]),
+             (net.reverse_model, net.reverse_mean_field_guide, (y,), "x0",
+              exact_marginals(net, y=y, direction="reverse").image[0])]
+    for model, guide, args, site, exact in cases:
+        guide_tr = poutine.trace(guide).get_trace(*args)
+        assert site in guide_tr.nodes and not guide_tr.nodes[site]["is_observed"]
+        posterior = Importance(model, guide=guide, num_samples=num_samples).run(*args)
+        marginal = EmpiricalMarginal(posterior, site)
+        if site == "class":
+            estimate = torch.stack([marginal.log_prob(torch.tensor([c])).exp() for c in range(net.num_classes)])
+        else:
+            estimate = marginal.mean[0]
+        ess = float(posterior.get_ESS())
+        stderr = (exact * (1 - exact) / ess).sqrt()
+        assert ((estimate - exact).abs() <= 4 * stderr + 1e-3).all(), (site, estimate, exact, ess)
+
+
+@pytest.mark.parametrize("spec,input_shape", [([3, 3, 4], (5,)), ([(2, 1, 2), 3, 4], (1, 3, 3))])
+def test_trace_enum_elbo_sums_out_the_layers_exactly(spec, input_shape):
+    """``config_enumerate`` marks every hidden layer; with an empty guide ``TraceEnum_ELBO``'s loss
+    is then ``-log p(y | x^0)`` (forward) and ``-log p(x^0 | y)`` (reverse), as exact enumeration."""
+    from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+    from pyro_dcim.inference import exact_posterior
+
+    net = _net(spec, input_shape, scale=1.5)
+    x0 = torch.bernoulli(torch.full((3, *input_shape), 0.5, dtype=torch.float64))
+    y = torch.tensor([2, 0, 1])
+    tr = poutine.trace(config_enumerate(net.forward_model)).get_trace(x0, y)
+    assert all(tr.nodes[f"x{k}"]["infer"].get("enumerate") == "parallel" for k in (1, 2))
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    for direction, model, args in [("forward", net.forward_model, (x0, y)), ("reverse", net.reverse_model, (y, x0))]:
+        loss = elbo.loss(config_enumerate(model), lambda *args: None, *args)
+        exact = exact_posterior(net, x0, y, direction=direction).log_evidence.sum()
+        assert loss == pytest.approx(-float(exact), rel=1e-10)
+
+
+def test_enumerating_a_wide_layer_is_a_clear_error():
+    from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+    net = _net([17, 3], (4,))
+    x0, y = torch.rand(2, 4, dtype=torch.float64), torch.tensor([0, 2])
+    with pytest.raises(ValueError, match="cannot enumerate a layer of 17 units"):
+        TraceEnum_ELBO(max_plate_nesting=1).loss(config_enumerate(net.forward_model), lambda *args: None, x0, y)
+
+
+@pytest.mark.parametrize("elbo_class", ["Trace_ELBO", "TraceGraph_ELBO"])
+def test_pyro_elbos_with_the_class_unobserved_are_the_exact_kl(elbo_class):
+    """With ``y=None`` the forward model has no observation, so ``-ELBO = KL(q(h, c) || p(h, c | x^0))``,
+    which enumeration gives exactly (and its variance under ``q``, for the Monte Carlo tolerance)."""
+    import pyro.infer
+
+    net = _net([3, 3, 4], (5,), scale=1.5)
+    x0 = torch.tensor([[1.0, 0, 1, 1, 0]], dtype=torch.float64)
+    bits, _ = _states(3, "01")
+    with torch.no_grad():
+        mf = net.forward_mean_field(x0)
+        a1, a2, a3 = net.layers[0](x0)[0], net.layers[1](bits), net.layers[2](bits)
+
+    def log_bernoulli(logits, s):
+        return (s * logits - torch.logaddexp(logits, torch.zeros(()))).sum(-1)
+
+    log_q = (log_bernoulli(mf.preactivations[0][0], bits)[:, None, None]
+             + log_bernoulli(mf.preactivations[1][0], bits)[None, :, None] + mf.logits[0].log_softmax(-1))
+    log_p = (log_bernoulli(a1, bits)[:, None, None] + log_bernoulli(a2[:, None, :], bits[None])[:, :, None]
+             + a3.log_softmax(-1)[None])
+    kl = float((log_q.exp() * (log_q - log_p)).sum())
+    num_particles = 20000
+    stderr = float((log_q.exp() * (log_q - log_p - kl) ** 2).sum() / num_particles) ** 0.5
+    elbo = getattr(pyro.infer, elbo_class)(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+    assert elbo.loss(net.forward_model, net.mean_field_guide, x0) == pytest.approx(kl, abs=4 * stderr)

@@ -1,4 +1,4 @@
-"""The training loop: learning, exact resume, non-finite losses, run-folder rules (issue 4, issue 8)."""
+"""The training loop: learning, exact resume, non-finite losses, run-folder rules."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""The speed options of the training loop: bf16 autocast and torch.compile (issue 7)."""
+"""The speed options of the training loop: bf16 autocast and torch.compile."""
 
 import math
 

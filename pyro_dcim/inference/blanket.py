@@ -65,12 +65,6 @@ class LayerBlanket:
         window, stride = self.layer.weight.shape[-1], self.layer.stride
         return window if self.chain.forward else math.ceil(window / stride)
 
-    def num_colours(self) -> int:
-        if not self.is_conv:
-            return int(torch.Size(self.shape).numel())
-        c, h, w = self.shape
-        return c * min(self.period, h) * min(self.period, w)
-
     def colours(self, period: Optional[int] = None) -> list[Colour]:
         """The colours in a fixed order; ``period`` (convolutions) a lattice spacing at least
         :attr:`period`, so that colourings of two child maps of the layer can coincide."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 import torch
-import torch.nn.functional as F
 
+from ..units import log1p_exp
 from ..validation import check_images, check_labels
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def check_direction(direction: str) -> str:
 
 def bernoulli_log_prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Elementwise ``log Bernoulli(t; σ(l))``; soft targets give the negative cross-entropy."""
-    return target * logits - F.softplus(logits)
+    return target * logits - log1p_exp(logits)
 
 
 class Chain:
@@ -68,7 +68,7 @@ class Chain:
     def check(self, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> None:
         """The public checks of images and labels (value checks follow ``pyro.validation_enabled``)."""
         if x0 is not None:
-            check_images(x0, self.net.input_shape)
+            check_images(x0, self.net.input_shape, dtype=self.net.input_bias.dtype)
         if y is not None and not y.is_floating_point():
             check_labels(y, self.net.num_classes)
 

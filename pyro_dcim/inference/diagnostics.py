@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas
 
 __all__ = ["psis", "to_inference_data", "summary", "rhat", "ess", "mcse", "mean_mcse_ess", "per_image_report",
-           "plot_trace_rank"]
+           "worst_units", "plot_trace_rank"]
 
 
 def _az():
@@ -126,25 +126,48 @@ def per_image_report(idata: "arviz.InferenceData", seconds: Optional[float] = No
     return table
 
 
-def plot_trace_rank(idata: "arviz.InferenceData", path: str | Path, image: int = 0, units: int = 3) -> Path:
-    """Trace and rank plots (``az.plot_trace(kind="rank_bars")``) of the first ``units`` units of
-    every hidden layer for one image, saved as a PNG."""
-    import matplotlib
+def worst_units(idata: "arviz.InferenceData", image: int = 0, units: int = 4) -> list[tuple[float, str, int]]:
+    """``(R-hat, variable, unit)`` of the ``units`` units of one image with the largest R-hat, largest
+    first; units constant in every chain (NaN R-hat) are left out."""
+    values = ((float(v), name, u) for name, t in rhat(idata).items() for u, v in enumerate(t[image].flatten().tolist()))
+    return sorted((v for v in values if not np.isnan(v[0])), reverse=True)[:units]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_trace_rank(idata: "arviz.InferenceData", path: str | Path, image: int = 0, units: int = 4) -> Path:
+    """Rank plots (``az.plot_rank``) and per-chain running means of the ``units`` hidden units of one
+    image with the largest R-hat, saved as a PNG.
+
+    The draws are 0/1, so no density is drawn: the rank bars of mixed chains are flat, and the
+    running means of converged chains meet.  Units constant in every chain (NaN R-hat) are left out.
+    """
+    from matplotlib.figure import Figure
 
     az = _az()
-    posterior = idata.posterior
-    small = {name: posterior[name].isel(image=image).isel({f"{name}_unit": slice(0, units)}).values
-             for name in posterior.data_vars}
-    subset = az.from_dict(posterior=small, dims={name: [f"{name}_unit"] for name in small})
-    with warnings.catch_warnings():   # arviz 0.23 uses a matplotlib API deprecated in 3.11;
-        warnings.simplefilter("ignore", DeprecationWarning)    # constant units have no density
-        warnings.filterwarnings("ignore", "Your data appears to have a single value", UserWarning)
-        axes = az.plot_trace(subset, kind="rank_bars", compact=False, show=False)
-    fig = np.asarray(axes).flat[0].figure
+    worst = worst_units(idata, image, units)
+    fig = Figure(figsize=(10, 2.3 * max(len(worst), 1)), layout="constrained")
+    if not worst:
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, f"image {image}: every unit is constant in every chain", ha="center", va="center")
+        ax.axis("off")
+    rng = np.random.default_rng(0)
+    for (r_hat, name, unit), (ax_rank, ax_mean) in zip(worst, fig.subplots(len(worst), 2, squeeze=False)
+                                                        if worst else []):
+        draws = np.asarray(idata.posterior[name].values[:, :, image, unit], dtype=float)   # (chain, draw)
+        # 0/1 draws tie in blocks; ties broken at random give ranks whose per-chain histograms are flat
+        # exactly when every chain visits 1 as often
+        untied = az.from_dict(posterior={"unit": draws + rng.uniform(0, 1e-3, draws.shape)})
+        with warnings.catch_warnings():   # arviz 0.23 uses a matplotlib API deprecated in 3.11
+            warnings.simplefilter("ignore", DeprecationWarning)
+            az.plot_rank(untied, kind="bars", ax=ax_rank)
+        ax_rank.set_title(f"{name}[{unit}] of image {image}: rank plot, R-hat {r_hat:.3f}", fontsize=9)
+        ax_rank.set_xlabel("rank (all chains, ties broken at random)", fontsize=8)
+        ax_rank.set_ylabel("chain", fontsize=8)
+        running = draws.cumsum(1) / np.arange(1, draws.shape[1] + 1)
+        for chain, line in enumerate(running):
+            ax_mean.plot(np.arange(1, len(line) + 1), line, lw=1, label=f"chain {chain}")
+        ax_mean.set(ylim=(-0.02, 1.02), xlabel="draw", ylabel="running mean")
+        ax_mean.set_title(f"{name}[{unit}]: running mean of each chain", fontsize=9)
+        ax_mean.legend(fontsize=7, loc="best")
     path = Path(path)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path

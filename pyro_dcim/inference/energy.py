@@ -33,7 +33,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping, Optional, Union
 
 import torch
-import torch.nn.functional as F
 
 from .blanket import Colour, LayerBlanket
 from .chain import Chain
@@ -175,7 +174,7 @@ class ChainEnergy:
                 total = 0.0
                 for k in self.hidden:
                     logits = chain.logits(k, self.state(chain.parent(k), bits)).flatten(-len(self.net.shapes[k]))
-                    total = total + (bits[k] * logits - F.softplus(logits)).sum(-1)
+                    total = total + (bits[k] * logits - softplus(logits)).sum(-1)
                 out[name] = total
         return out
 

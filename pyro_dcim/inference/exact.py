@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from ..units import all_bit_states, log1p_exp
 from .chain import Chain
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
@@ -40,13 +41,6 @@ class LayerTooWideError(ValueError):
     """A hidden layer has more units than exact enumeration allows."""
 
 
-def all_bit_states(m: int, like: torch.Tensor) -> torch.Tensor:
-    """All ``2^m`` bit vectors as rows of a ``(2^m, m)`` float tensor (unit 0 the highest bit)."""
-    codes = torch.arange(1 << m, device=like.device)
-    shifts = torch.arange(m - 1, -1, -1, device=like.device)
-    return ((codes[:, None] >> shifts) & 1).to(like.dtype)
-
-
 class _Enumerator:
     """Forward/backward messages of the hidden chain of ``net`` in one direction."""
 
@@ -59,7 +53,7 @@ class _Enumerator:
             if m > max_units:
                 raise LayerTooWideError(
                     f"exact enumeration: hidden layer x{k} has {m} units (shape {tuple(net.shapes[k])}), "
-                    f"more than the limit of {max_units} ({1 << m} states); use a sampling estimator "
+                    f"more than the limit of {max_units} (2^{m} states); use a sampling estimator "
                     "or raise max_units")
         self.bits = {k: all_bit_states(self.chain.numel(k), like) for k in self.chain.hidden}
 
@@ -73,7 +67,7 @@ class _Enumerator:
     def log_bernoulli_table(self, k: int, logits: torch.Tensor) -> torch.Tensor:
         """``log p(x^k = s | ·)`` for every state ``s``: ``(rows, 2^{m_k})`` from logits ``(rows, *shape_k)``."""
         logits = logits.flatten(1)
-        return logits @ self.bits[k].T - F.softplus(logits).sum(-1, keepdim=True)
+        return logits @ self.bits[k].T - log1p_exp(logits).sum(-1, keepdim=True)
 
     # -- forward messages ------------------------------------------------------------
     def alphas(self, start: torch.Tensor) -> list[torch.Tensor]:

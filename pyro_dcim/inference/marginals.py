@@ -50,10 +50,3 @@ class Marginals:
     def flat(self) -> torch.Tensor:
         """Every estimated quantity of an image in one row: ``(batch, quantities)``."""
         return torch.cat([t.flatten(1) for t in self.parts()], 1)
-
-    def map(self, fn) -> "Marginals":
-        """A :class:`Marginals` of the same structure with ``fn`` applied to every part."""
-        return Marginals([fn(h) for h in self.hidden],
-                         None if self.classes is None else fn(self.classes),
-                         None if self.image is None else fn(self.image),
-                         method=self.method, direction=self.direction)

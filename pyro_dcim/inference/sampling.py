@@ -229,8 +229,9 @@ def _proposal(net: "DCIM", name: str, x0: Optional[torch.Tensor], y: Optional[to
         prior = "forward" if direction == "forward" else "reverse"
         return _Mixture(_proposal(net, "mean_field", x0, y), _proposal(net, prior, x0, y), DEFENSIVE_WEIGHT)
     return {
-        "mean_field": lambda: net.mean_field_guide(x0),
-        "reverse_mean_field": lambda: net.reverse_mean_field_guide(y),
+        # the hidden layers only: the model draws its own far end, which the readouts Rao-Blackwellise
+        "mean_field": poutine.block(lambda: net.mean_field_guide(x0, y), hide=["class"]),
+        "reverse_mean_field": poutine.block(lambda: net.reverse_mean_field_guide(y, x0), hide=["x0"]),
         "forward": poutine.block(lambda: net.forward_model(x0), hide=["class"]),
         "reverse": poutine.block(lambda: net.reverse_model(y), hide=["x0"]),
     }[name]
