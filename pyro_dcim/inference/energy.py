@@ -68,6 +68,19 @@ def log_sigmoid_abs_sum(x: torch.Tensor) -> torch.Tensor:
     return sum(part.prod(-1).log() for part in parts)
 
 
+def _take(t: torch.Tensor, idx: Union[slice, torch.Tensor]) -> torch.Tensor:
+    """``t[..., idx]``; ``index_select`` is several times faster than advanced indexing on CPU."""
+    return t[..., idx] if isinstance(idx, slice) else t.index_select(-1, idx)
+
+
+def _put(t: torch.Tensor, idx: Union[slice, torch.Tensor], value: torch.Tensor) -> None:
+    """``t[..., idx] = value`` in place."""
+    if isinstance(idx, slice):
+        t[..., idx] = value
+    else:
+        t.index_copy_(-1, idx, value)
+
+
 class _ChildTerm:
     """A weighted term in which the layer being updated is the parent: its child's current
     logits (Bernoulli bit logits, or the class pre-activations), and the part of
@@ -87,8 +100,10 @@ class _ChildTerm:
 
     def propose(self, col: Colour, sign: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """This term's part of the log-odds of the colour's units, from flipping each unit."""
-        so = sign if col.owner is None else sign[..., col.owner]
-        a = self.logits if col.children is None else self.logits[..., col.children]
+        so = sign if col.owner is None else _take(sign, col.owner)
+        # a stride-1 convolution's colour touches every child once: no gather or scatter needed
+        self._whole = col.children is None or col.children.numel() == self.logits.shape[-1]
+        a = self.logits if self._whole else _take(self.logits, col.children)
         if self.categorical:    # the class couples every class logit: one total per unit
             self._alt = alt = a + so * col.delta
             k = self.chain.net.num_layers - 1
@@ -103,22 +118,24 @@ class _ChildTerm:
             d = (alt.clamp_min(0) - a.clamp_min(0)).sum(-1) - (self._alt_log - self.log_part).to(alt.dtype)
             return -self.weight * sign * d.unsqueeze(-1)
         self._alt_log = spa = softplus(alt)
-        d = spa - self.log_part[..., col.children]
+        d = spa - (self.log_part if self._whole else _take(self.log_part, col.children))
         return -self.weight * sign * d.new_zeros(shape).index_add_(-1, col.owner, d)
 
     def accept(self, col: Colour, flip: torch.Tensor) -> None:
         """Moves the child's logits to the proposed ones where the unit flipped."""
-        fo = flip if col.owner is None else flip[..., col.owner]
+        fo = flip if col.owner is None else _take(flip, col.owner)
         if col.children is None and not self.categorical:
             # L += flip · sign · ΔL: one fused pass, cheaper than selecting between L and alt
             self.logits.addcmul_(fo * self._sign, self._step)
             self.log_part = torch.where(fo.squeeze(-1), self._alt_log, self.log_part)
-        elif col.children is None:
+        elif self._whole:
             self.logits = torch.where(fo, self._alt, self.logits)
-        else:
-            self.logits[..., col.children] = torch.where(fo, self._alt, self.logits[..., col.children])
             if not self.categorical:
-                self.log_part[..., col.children] = torch.where(fo, self._alt_log, self.log_part[..., col.children])
+                self.log_part = torch.where(fo, self._alt_log, self.log_part)
+        else:
+            _put(self.logits, col.children, torch.where(fo, self._alt, _take(self.logits, col.children)))
+            if not self.categorical:
+                _put(self.log_part, col.children, torch.where(fo, self._alt_log, _take(self.log_part, col.children)))
 
 
 class ChainEnergy:
@@ -264,9 +281,9 @@ class ChainEnergy:
             terms.append(_ChildTerm(chain, w, L, target, dense=not LayerBlanket(chain, k).is_conv))
         plan = self.colours(k, [t.chain for t in terms])
         for cols, units in plan:
-            xs = x[..., units]
+            xs = _take(x, units)
             sign = 1 - 2 * xs                          # +1 where the unit is off: the move turns it on
-            field = own[..., units]
+            field = _take(own, units)
             for term, col in zip(terms, cols):
                 field = field + term.propose(col, sign, xs.shape)
             p = torch.sigmoid(field)
@@ -274,9 +291,9 @@ class ChainEnergy:
             flip = new != xs
             for term, col in zip(terms, cols):
                 term.accept(col, flip)
-            x[..., units] = new
+            _put(x, units, new)
             if probs is not None:
-                probs[..., units] = p
+                _put(probs, units, p)
 
     def _all_units(self, k: int) -> Colour:
         m = int(torch.Size(self.net.shapes[k]).numel())
