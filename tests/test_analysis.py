@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -60,8 +61,9 @@ def tiny_runs(tmp_path_factory) -> list[Path]:
     return runs
 
 
-def _script(name: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "analysis" / name), "--quick", *args], cwd=ROOT,
+def _script(name: str, *args: str, quick: bool = True) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / name), *(["--quick"] if quick else []), *args],
+                          cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -91,17 +93,30 @@ def test_approximation_error_script_writes_tables_and_plot(tmp_path, tiny_runs):
 def test_generator_likelihood_script_writes_tables_and_plots(tmp_path, tiny_runs):
     out = _script("generator_likelihood.py", "--runs", *map(str, tiny_runs[1:]), "--out", str(tmp_path))
     assert "likelihood" in out and "quality" in out
-    assert (tmp_path / "generator_likelihood.png").read_bytes()[:8] == PNG
     grids = sorted(tmp_path.glob("samples_*.png"))
     assert len(grids) == 6 and all(g.read_bytes()[:8] == PNG for g in grids)
     rows = _table_rows((tmp_path / "generator_likelihood.md").read_text())
-    bounds = [r for r in rows[1:] if r[1].startswith(("mean-field q", "forward chain"))]
-    assert len(bounds) == 2 * 2 * 3                        # runs x proposals x K
-    for i in range(0, len(bounds), 3):                     # -L_K shrinks (the bound tightens) with K
-        nll = [float(r[3]) for r in bounds[i:i + 3]]
-        assert nll[0] >= nll[1] >= nll[2] > 0
+    lik = [r for r in rows[1:] if "±" in r[2]]
+    assert len(lik) == 2                                   # one row per run
+    for r in lik:
+        nll, unconditional = float(r[2].split()[0]), float(r[3].split()[0])
+        gap, bound, mean_field = float(r[5].split()[0]), float(r[6].split()[0]), float(r[7])
+        assert nll > 0 and unconditional > 0 and mean_field > 0 and math.isfinite(gap) and bound > 0
+    records = json.loads((tmp_path / "generator_likelihood.json").read_text())
+    assert [r["run"] for r in records] == [r[0] for r in lik]
     quality = [r for r in rows if r[1] in ("mean", "sample-layer", "ancestral")]
     assert len(quality) == 6 and all(0 <= float(r[2]) <= 1 for r in quality)
+
+
+def test_bdmc_sweep_script_keeps_rows_and_adds_new_ones(tmp_path, tiny_runs):
+    _script("bdmc_sweep.py", str(tiny_runs[1]), "--steps", "2", "--images", "2", "--chains", "2",
+            "--out", str(tmp_path), quick=False)
+    _script("bdmc_sweep.py", str(tiny_runs[1]), "--steps", "2", "20", "--images", "2", "--chains", "2",
+            "--out", str(tmp_path), quick=False)
+    done = json.loads((tmp_path / "bdmc_sweep.json").read_text())
+    assert sorted(done) == ["forward-2", "forward-20"]
+    assert all(len(r["lower"]) == 2 and r["gap_mean"] == r["gap_mean"] for r in done.values())
+    assert (tmp_path / "bdmc_sweep.png").read_bytes()[:8] == PNG
 
 
 # -- the estimators behind the tables -------------------------------------------------------
