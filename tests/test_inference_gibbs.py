@@ -141,3 +141,35 @@ def test_kernel_rejects_what_it_cannot_do():
         DCIMGibbs(net, x0, y)
     with pytest.raises(ValueError, match="init must be one of"):
         DCIMGibbs(random_net(*DENSE), x0, y, init="zeros")
+
+
+def test_pyro_convention_run_with_data_and_arviz_from_pyro(capsys):
+    """The kernel is built from the net and gets its data through MCMC.run(x0, y), as Pyro's kernels
+    do; the batched chains are MCMC's and ArviZ's chain dimension, and the old form still works."""
+    import warnings
+
+    from pyro.infer import MCMC
+
+    net = random_net(*DENSE, seed=1)
+    x0, y = random_batch(net, 2)
+    torch.manual_seed(0)
+    mcmc = MCMC(DCIMGibbs(net, num_chains=4), num_samples=30, warmup_steps=5, disable_progbar=True)
+    mcmc.run(x0, y)
+    grouped = mcmc.get_samples(group_by_chain=True)
+    assert grouped["x1"].shape == (4, 30, 2, 3) and grouped["x2"].shape == (4, 30, 2, 3)
+    assert mcmc.get_samples()["x1"].shape == (120, 2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+        idata = az.from_pyro(mcmc, log_likelihood=False)
+    assert idata.posterior.sizes["chain"] == 4 and idata.posterior.sizes["draw"] == 30
+    assert np.array_equal(idata.posterior["x1"].values, grouped["x1"].numpy())
+    mcmc.summary()
+    printed = capsys.readouterr().out
+    assert "r_hat" in printed and "x1[1,2]" in printed          # one row per unit, R-hat across the 4 chains
+    old = DCIMGibbs(net, x0, y, num_chains=2)                     # data in the constructor: run() with none
+    mcmc = MCMC(old, num_samples=5, warmup_steps=1, disable_progbar=True)
+    mcmc.run()
+    assert mcmc.get_samples(group_by_chain=True)["x1"].shape == (2, 5, 2, 3)
+    with pytest.raises(ValueError, match=r"run\(x0, y\)"):
+        MCMC(DCIMGibbs(net, num_chains=2), num_samples=2, disable_progbar=True).run()

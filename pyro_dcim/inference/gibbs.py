@@ -13,7 +13,16 @@ layer's parent logits and child pre-activations once (one product per layer) and
 updating the child pre-activations by one column of ``W`` per flip.
 
 Chains and images form one batch ``(chains, images, …)`` inside a single kernel, since
-Pyro's ``num_chains > 1`` forks a process per chain.  States are float 0/1 bits.
+Pyro's ``num_chains > 1`` forks a process per chain.  States are float 0/1 bits.  As with
+Pyro's own kernels, the kernel is built from the model and gets its data from ``run``::
+
+    mcmc = MCMC(DCIMGibbs(net, num_chains=4), num_samples=500, warmup_steps=200)
+    mcmc.run(x0, y)
+    mcmc.get_samples(group_by_chain=True)["x1"]     # (4, 500, batch, *shape_1)
+    mcmc.summary()                                  # cross-chain R-hat per unit
+    az.from_pyro(mcmc)                              # ArviZ's chain dimension = the kernel's chains
+
+The per-layer conditionals come from :mod:`.energy` (the one sweep shared with AIS).
 """
 
 from __future__ import annotations
@@ -42,6 +51,14 @@ __all__ = ["DCIMGibbs", "gibbs_posterior", "INITS"]
 INITS = ("prior", "mean_field", "uniform")
 
 
+class _ChainsFirst:
+    """MCMC's "transform" of the kernel's draws ``(1, draws, chains, …)`` to ``(chains, draws, …)``."""
+
+    @staticmethod
+    def inv(z: torch.Tensor) -> torch.Tensor:
+        return z.squeeze(0).movedim(1, 0)
+
+
 class DCIMGibbs(MCMCKernel):
     """Blocked Gibbs kernel for the hidden layers of a DCIM, with ``x^0`` and ``x^n = y`` clamped.
 
@@ -54,32 +71,66 @@ class DCIMGibbs(MCMCKernel):
     sweep, each unit's conditional ``p(x^k_i = 1 | rest)`` (a Rao-Blackwellised draw).
     """
 
-    def __init__(self, net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_chains: int = 4, *,
-                 direction: str = "forward", init: str = "prior", record_conditionals: bool = True) -> None:
+    def __init__(self, net: "DCIM", x0: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
+                 num_chains: int = 4, *, direction: str = "forward", init: str = "prior",
+                 record_conditionals: bool = True) -> None:
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if isinstance(x0, int) and y is None:     # DCIMGibbs(net, 4): the chains given positionally
+            x0, num_chains = None, x0
         self.chain = Chain(net, direction)
-        self.chain.check(x0, y)
         if not self.chain.hidden:
             raise ValueError("the net has no hidden layers: there is nothing to sample")
-        self.net, self.x0, self.y = net, x0, y
+        self.net, self.direction = net, direction
         self.num_chains, self.init = num_chains, init
         self.record_conditionals = record_conditionals
-        self.transforms: dict = {}    # bits need no transform; keeps MCMC from inspecting a model
-        self._initial_params: Optional[dict[str, torch.Tensor]] = None
+        sites = [hidden_site(k) for k in self.chain.hidden]
+        # MCMC sees one chain whose draws hold all `num_chains`; this moves them to its chain dimension,
+        # so mcmc.get_samples(group_by_chain=True), mcmc.summary() and az.from_pyro see every chain
+        self.transforms: dict = {name: _ChainsFirst() for name in sites}
         self.weights = posterior_weights(direction)
-        self.energy = ChainEnergy(net, x0, y)
+        self._initial_params: Optional[dict[str, torch.Tensor]] = None
         self.conditionals: list[dict[str, torch.Tensor]] = []
         self.warmup_steps = 0
         self.sweeps = 0
+        self.x0 = self.y = None
+        if x0 is not None or y is not None:
+            self._set_data(x0, y)
+
+    def _set_data(self, x0: torch.Tensor, y: torch.Tensor) -> None:
+        if x0 is None or y is None:
+            raise ValueError("DCIMGibbs needs the image x0 and the class y: MCMC(kernel, ...).run(x0, y)")
+        self.chain.check(x0, y)
+        self.x0, self.y = x0, y
+        self.energy = ChainEnergy(self.net, x0, y)
+
+    def model(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The Pyro model whose posterior the kernel samples (``run``'s arguments: ``x0, y``); ArviZ's
+        ``from_pyro`` reads the observations from it."""
+        if self.direction == "forward":
+            return self.net.forward_model(x0, y)
+        return self.net.reverse_model(y, x0)
 
     # -- MCMCKernel interface ------------------------------------------------------------
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
+        """``MCMC(kernel, ...).run(x0, y)`` passes the data here (Pyro's convention); data given to
+        the constructor is used when ``run()`` gets none."""
+        if args or kwargs:
+            x0, y = (list(args) + [None, None])[:2]
+            x0, y = kwargs.get("x0", x0), kwargs.get("y", y)
+            if x0 is not self.x0 or y is not self.y:
+                self._initial_params = None
+            self._set_data(x0, y)
+        elif self.x0 is None:
+            raise ValueError("DCIMGibbs has no data: give it as MCMC(kernel, ...).run(x0, y)")
         self.warmup_steps, self.sweeps, self.conditionals = warmup_steps, 0, []
         # weights may have changed since construction: colourings are rebuilt per run
         self.energy = ChainEnergy(self.net, self.x0, self.y)
         if self._initial_params is None:
             self._initial_params = self._initial_state()
+
+    def diagnostics(self) -> dict:
+        return {"divergences": []}    # a Gibbs sampler has none; ArviZ's from_pyro asks
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor]:
@@ -152,20 +203,19 @@ def gibbs_posterior(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples:
     ``num_threads`` sets torch's intra-op threads while sampling (restored afterwards):
     a sweep is many small operations, and on a busy CPU one thread can be far faster.
     """
-    kernel = DCIMGibbs(net, x0, y, num_chains, direction=direction, init=init)
-    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
-                disable_progbar=not progress, transforms={})
+    kernel = DCIMGibbs(net, num_chains=num_chains, direction=direction, init=init)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=not progress)
     threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
         start = time.perf_counter()
         with torch.no_grad():
-            mcmc.run()
+            mcmc.run(x0, y)
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    draws = {name: v.movedim(0, 1) for name, v in mcmc.get_samples().items()}   # (chain, draw, batch, …)
+    draws = mcmc.get_samples(group_by_chain=True)                                # (chain, draw, batch, …)
     cond = kernel.conditional_draws()
     means, mcse, ess = diagnostics.mean_mcse_ess(cond)
     names = [hidden_site(k) for k in kernel.chain.hidden]
