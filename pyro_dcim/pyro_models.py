@@ -122,25 +122,25 @@ def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = Non
 
 
 def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = None,
-                     name: str = "dcim") -> None:
+                     name: str = "dcim", approximation: str = "first-order") -> None:
     """Deterministic guide for :func:`forward_model`: ``q(x^k) = Π_i Bernoulli(μ^k_i)``.
 
     The marginals come from :meth:`DCIM.forward_mean_field`, so the guide and the
     DNN forward pass are one computation.  ``y`` is accepted (and ignored) so the
-    guide takes the model's arguments.
+    guide takes the model's arguments.  ``approximation``: see :mod:`pyro_dcim.approximations`.
     """
     pyro.module(name, net)
-    mf = net.forward_mean_field(x0, upto=net.num_layers - 1)
+    mf = net.forward_mean_field(x0, upto=net.num_layers - 1, approximation=approximation)
     with pyro.plate(PLATE_NAME, _batch_size(net, x0, len(net.input_shape)), dim=-1):
         for k, a in enumerate(mf.preactivations, start=1):
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
 
 
 def reverse_mean_field_guide(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
-                             name: str = "dcim") -> None:
+                             name: str = "dcim", approximation: str = "first-order") -> None:
     """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``."""
     pyro.module(name, net)
-    rmf = net.reverse_mean_field(y)
+    rmf = net.reverse_mean_field(y, approximation=approximation)
     with pyro.plate(PLATE_NAME, rmf.logits.shape[0], dim=-1):
         for j, a in enumerate(rmf.preactivations):
             k = net.num_layers - 1 - j
