@@ -95,27 +95,21 @@ def _effective_preactivation(units, mean: torch.Tensor, var: torch.Tensor) -> to
 def softmax_expectation_logits(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     """Logits ``l`` with ``softmax(l) ≈ E softmax(a)``, ``a ~ N(mean, cov)`` (``(*B, C)``, ``(*B, C, C)``).
 
-    ``softmax_c(a) = σ(−log S_c)``, ``S_c = Σ_{c'≠c} exp(a_{c'} − a_c)``.  ``S_c`` is a sum of
-    correlated log-normals; it is replaced by one log-normal with its first two moments
-    (Fenton-Wilkinson, as in Shekhovtsov & Flach 2019 for softmax), and ``E σ(−log S_c)``
-    by the probit approximation; the ``C`` results are renormalised.
+    ``softmax_c(a) = 1 / (1 + Σ_{c'≠c} exp(−d_{cc'}))`` with ``d_{cc'} = a_c − a_{c'}``; each
+    pairwise logistic term gets the probit correction of its own difference,
+    ``d → (m_c − m_{c'}) / √(1 + π Var d / 8)`` (so for two classes it is the probit
+    approximation of ``E σ(d)``), and the ``C`` results are renormalised.  On random Gaussians
+    it is closer to a Monte-Carlo ``E softmax`` than a moment-matched log-normal for
+    ``Σ_{c'} exp(−d_{cc'})`` (Fenton-Wilkinson) once the variances exceed about 1
+    (see docs/approximations.md).
     """
-    C = mean.shape[-1]
     diag = cov.diagonal(dim1=-2, dim2=-1)
-    # d_{c,c'} = a_{c'} − a_c: mean m_{c'} − m_c, Cov(d_{cc'}, d_{cc''}) = Σ_{c'c''} − Σ_{c'c} − Σ_{cc''} + Σ_{cc}
-    md = mean[..., None, :] - mean[..., :, None]                                     # (B, c, c')
-    cov_d = (cov[..., None, :, :] - cov[..., :, :, None] - cov[..., :, None, :]
-             + diag[..., :, None, None])                                              # (B, c, c', c'')
-    vd = cov_d.diagonal(dim1=-2, dim2=-1)                                            # (B, c, c')
-    off = ~torch.eye(C, dtype=torch.bool, device=mean.device)
-    neg = torch.finfo(mean.dtype).min
-    log_m1 = (md + vd / 2).masked_fill(~off, neg).logsumexp(-1)                     # log E S_c
-    pair = md[..., :, None] + md[..., None, :] + (vd[..., :, None] + vd[..., None, :]) / 2 + cov_d
-    pair = pair.masked_fill(~(off[:, :, None] & off[:, None, :]), neg)
-    log_m2 = pair.flatten(-2).logsumexp(-1)                                          # log E S_c²
-    var_log = (log_m2 - 2 * log_m1).clamp_min(0)
-    mean_log = log_m1 - var_log / 2
-    return F.logsigmoid(probit_logit(-mean_log, var_log)).log_softmax(-1)
+    md = mean[..., :, None] - mean[..., None, :]                       # m_c − m_{c'}
+    vd = (diag[..., :, None] + diag[..., None, :] - 2 * cov).clamp_min(0)
+    t = probit_logit(md, vd)
+    eye = torch.eye(mean.shape[-1], dtype=torch.bool, device=mean.device)
+    others = (-t).masked_fill(eye, torch.finfo(mean.dtype).min).logsumexp(-1)
+    return (-F.softplus(others)).log_softmax(-1)
 
 
 # -- the approximations ------------------------------------------------------------------------

@@ -102,37 +102,41 @@ class _Problem:
         lay, adjoint = self._parent_map(k)
         return m, self.c ** 2 * squared_map(lay, var, adjoint=adjoint)
 
-    def _state_moments(self, theta: torch.Tensor):
-        q = torch.sigmoid(theta)
+    def _state_moments(self, q: torch.Tensor):
         return self.units.state(q), self.c ** 2 * q * (1 - q)
 
-    def energy(self, thetas: list[torch.Tensor], with_entropy: bool = True) -> torch.Tensor:
-        """``L(q)`` (or ``F = L − H`` without the entropy) per image; thetas in chain order."""
-        mean, var = self.start, None
-        total = 0.0
+    def energy(self, thetas: list[torch.Tensor]) -> torch.Tensor:
+        """``L(q)`` per image, ``q = σ(θ)``; thetas in chain order."""
+        total = self.expected_log_joint([torch.sigmoid(t) for t in thetas])
         for k, theta in zip(self.hidden, thetas):
-            m, v = self._moments(k, mean, var)
-            event = len(self.net.shapes[k])
-            term = torch.sigmoid(theta) * m - softplus_bound(m, v)
-            if with_entropy:
-                term = term + _bernoulli_entropy(theta)
-            total = total + term.flatten(-event).sum(-1)
-            mean, var = self._state_moments(theta)
-        if self.end is not None:
-            total = total + self._end_term(mean, var, thetas[-1] if thetas else None)
+            total = total + _bernoulli_entropy(theta).flatten(-len(self.net.shapes[k])).sum(-1)
         return total
 
-    def _end_term(self, mean: torch.Tensor, var: Optional[torch.Tensor], theta: Optional[torch.Tensor]):
+    def expected_log_joint(self, qs: list[torch.Tensor]) -> torch.Tensor:
+        """``F = L − H``: the bound on ``E_q log p(h, end | start)`` per image; ``qs`` bit probabilities."""
+        mean, var = self.start, None
+        total = 0.0
+        for k, q in zip(self.hidden, qs):
+            m, v = self._moments(k, mean, var)
+            total = total + (q * m - softplus_bound(m, v)).flatten(-len(self.net.shapes[k])).sum(-1)
+            mean, var = self._state_moments(q)
+        if self.end is not None:
+            total = total + self._end_term(mean, var, qs[-1])
+        return total
+
+    def _end_term(self, mean: torch.Tensor, var: Optional[torch.Tensor], q: torch.Tensor):
         last = self.hidden[-1] if self.hidden else self.layer
         if self.chain.end_is_class(last):
             # E a_y − log Σ_c E e^{a_c}: Jensen, with the exact moment generating function of q
             lay = self.net.layers[-1]
             a_mean = lay(mean)
             y = self.end.long().unsqueeze(-1).expand(*a_mean.shape[:-1], 1)
-            flat = theta.flatten(-len(lay.in_shape)) if len(lay.in_shape) > 1 else theta
-            lq1, lq0 = F.logsigmoid(flat)[..., None, :], F.logsigmoid(-flat)[..., None, :]
-            w = lay.weight
-            log_mgf = torch.logaddexp(lq0 - w, lq1 + w) if self.units.name == "pm1" else torch.logaddexp(lq0, lq1 + w)
+            flat = (q.flatten(-len(lay.in_shape)) if len(lay.in_shape) > 1 else q)[..., None, :]
+            # log E e^{w x} = log(1 − q + q e^{w}) for {0,1}; −w + log(1 − q + q e^{2w}) for ±1: finite at q ∈ {0, 1}
+            w = self.c * lay.weight
+            log_mgf = torch.log1p((flat * torch.expm1(w)).clamp_min(-1 + torch.finfo(q.dtype).eps))
+            if self.units.name == "pm1":
+                log_mgf = log_mgf - lay.weight
             log_z = (log_mgf.sum(-1) + lay.bias).logsumexp(-1)
             return a_mean.gather(-1, y).squeeze(-1) - log_z
         pre = self.chain.child_preactivation(last, mean)
@@ -144,7 +148,7 @@ class _Problem:
 
     def end_logits(self, thetas: list[torch.Tensor]) -> torch.Tensor:
         """The far end's bit logits (reverse: the image) under ``q``, by the probit approximation."""
-        mean, var = self._state_moments(thetas[-1])
+        mean, var = self._state_moments(torch.sigmoid(thetas[-1]))
         last = self.hidden[-1]
         m = self.units.bit_logits(self.chain.child_preactivation(last, mean))
         v = self.c ** 2 * squared_map(self.chain.child_layer(last), var, adjoint=not self.chain.forward)
@@ -199,11 +203,13 @@ def fit_mean_field(net: "DCIM", start: torch.Tensor, *, direction: str = "forwar
     for _ in range(iterations):
         before = current
         for i in range(len(thetas)):
+            qs = [torch.sigmoid(t) for t in thetas]
             with torch.enable_grad():
-                t = thetas[i].detach().requires_grad_(True)
-                energy = problem.energy([*thetas[:i], t, *thetas[i + 1:]], with_entropy=False).sum()
-                target = torch.autograd.grad(energy, t)[0].clamp(-30, 30)
+                q = qs[i].requires_grad_(True)
+                energy = problem.expected_log_joint([*qs[:i], q, *qs[i + 1:]]).sum()
+                target = torch.autograd.grad(energy, q)[0].clamp(-30, 30)   # θ_i = ∂F/∂q_i: where ∂L/∂q_i = 0
             with torch.no_grad():
+                t = thetas[i]
                 steps = torch.tensor(_STEPS, dtype=t.dtype, device=t.device).view(-1, *[1] * t.dim())
                 cands = [th.expand(len(_STEPS), *th.shape) for th in thetas]
                 cands[i] = thetas[i] + steps * (target - thetas[i])
