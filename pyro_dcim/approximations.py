@@ -104,9 +104,13 @@ def softmax_expectation_logits(mean: torch.Tensor, cov: torch.Tensor) -> torch.T
     (see docs/approximations.md).
     """
     diag = cov.diagonal(dim1=-2, dim2=-1)
+    return _pairwise_softmax_logits(mean, diag[..., :, None] + diag[..., None, :] - 2 * cov)
+
+
+def _pairwise_softmax_logits(mean: torch.Tensor, var_diff: torch.Tensor) -> torch.Tensor:
+    """:func:`softmax_expectation_logits` from ``Var(a_c − a_{c'})`` directly, ``(*B, C, C)``."""
     md = mean[..., :, None] - mean[..., None, :]                       # m_c − m_{c'}
-    vd = (diag[..., :, None] + diag[..., None, :] - 2 * cov).clamp_min(0)
-    t = probit_logit(md, vd)
+    t = probit_logit(md, var_diff.clamp_min(0))
     eye = torch.eye(mean.shape[-1], dtype=torch.bool, device=mean.device)
     others = (-t).masked_fill(eye, torch.finfo(mean.dtype).min).logsumexp(-1)
     return (-F.softplus(others)).log_softmax(-1)
@@ -142,12 +146,13 @@ def first_order(net: "DCIM", start: torch.Tensor, *, direction: str = "forward",
     return Pass(hidden, pre, logits)
 
 
-def _start_variance(net: "DCIM", start: torch.Tensor, direction: str, layer: int) -> torch.Tensor:
-    """Variance of the observed start: 0 (``x^0`` and a given hidden state are conditioned on),
+def _start_variance(net: "DCIM", start: torch.Tensor, direction: str, layer: int) -> Optional[torch.Tensor]:
+    """Variance of the observed start: none (``x^0`` and a given hidden state are conditioned on),
     except class probabilities, read as a one-hot of diagonal variance ``p(1-p)``."""
-    if direction == "reverse" and layer == net.num_layers:
-        return start * (1 - start)
-    return torch.zeros_like(start)
+    if direction == "reverse" and layer == net.num_layers and start.is_floating_point():
+        var = start * (1 - start)
+        return var if bool(var.any()) else None
+    return None
 
 
 def ap2(net: "DCIM", start: torch.Tensor, *, direction: str = "forward", layer: int = 0,
@@ -158,23 +163,27 @@ def ap2(net: "DCIM", start: torch.Tensor, *, direction: str = "forward", layer: 
     a unit's bit logit ``c a`` (``c = 1`` for {0,1}, ``2`` for ±1) is taken Gaussian and
     ``p(x = 1) ≈ σ(c m / √(1 + π c² s² / 8))`` (:func:`probit_logit`); then
     ``μ = E x``, ``v = unit_variance(μ)``.  With ``v = 0`` (observed parents: the first
-    layer) this is exactly (2).  The class layer's ``E softmax(a)`` uses the full
-    covariance ``W diag(v) Wᵀ`` (:func:`softmax_expectation_logits`).
+    layer) this is exactly (2), and that product is skipped.  The class layer's ``E softmax(a)``
+    uses the variances of the class differences, ``Var(a_c − a_c') = Σ_j (W_cj − W_c'j)² v_j``
+    (:func:`softmax_expectation_logits`).
     """
     units, h = net.units, start
-    v = _start_variance(net, start, direction, layer)
+    v = _start_variance(net, start, direction, layer)   # None: observed, no variance
     hidden, pre = [], []
     logits = h.new_empty(0)
     for lay, adjoint, bias, end in _steps(net, direction, layer, upto):
         m = lay.adjoint(h) + bias if adjoint else lay(h)
         if end and not adjoint:
+            if v is None:
+                logits = m
+                break
+            # Var(a_c − a_c') = Σ_j (W_cj − W_c'j)² v_j: one product with the C² squared row differences
             w = lay.weight
             vx = v.flatten(-len(lay.in_shape)) if len(lay.in_shape) > 1 else v
-            cov = torch.einsum("...j,cj,dj->...cd", vx, w, w)
-            logits = softmax_expectation_logits(m, cov)
+            diff2 = (w[:, None, :] - w[None, :, :]).square().reshape(-1, w.shape[1])
+            logits = _pairwise_softmax_logits(m, F.linear(vx, diff2).unflatten(-1, (w.shape[0], w.shape[0])))
             break
-        s2 = squared_map(lay, v, adjoint=adjoint)
-        a = _effective_preactivation(units, m, s2)
+        a = m if v is None else _effective_preactivation(units, m, squared_map(lay, v, adjoint=adjoint))
         if end:
             logits = units.bit_logits(a)
             break
