@@ -10,7 +10,7 @@ each net, importance sampling with the default (defensive) proposal estimates th
 (ArviZ), and images with k̂ > 0.7 are flagged.  On the images not flagged we count the estimates
 within 3 reported standard errors of the exact value (goal ≥ 0.95) and compare the reported ESS
 with the exact large-sample ESS ``S · (E_q w)² / E_q w²`` (goal: at most 2× it).  The output goes
-to --out (default ``analysis/out``, untracked); pass ``--out analysis/results`` to update the
+to --out (default ``out/analysis``, untracked); pass ``--out analysis/results`` to update the
 committed table.
 """
 
@@ -37,7 +37,6 @@ from pyro_dcim.pyro_models import hidden_site
 FULL = dict(samples=4000, images=16, seeds=(0, 1, 2), scales=(1.0, 2.0, 3.0))
 QUICK = dict(samples=1000, images=6, seeds=(0,), scales=(1.0, 3.0))
 SPEC, INPUT = [8, 8, 4], (12,)
-DEFAULT_OUT = Path(__file__).resolve().parent / "out"      # untracked; results/ only when asked
 
 
 def exact_ess_fraction(net, x0: torch.Tensor, y: torch.Tensor, direction: str,
@@ -110,7 +109,7 @@ def study(s: dict) -> tuple[list[list], list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer nets, images and samples (a smoke run)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     s = QUICK if args.quick else FULL

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     size.add_argument("--full", action="store_true", help="more rounds, batch 1024 and the CNN everywhere")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--only", nargs="*", default=["training", "inference", "svi"],
-                        help="sections to run: training inference svi")
+                        help="sections to run: training inference svi approximations (the last: not by default)")
     parser.add_argument("--variants", action="store_true",
                         help="also time the bidirectional step with bf16 autocast and torch.compile (batch 128)")
     parser.add_argument("--threads", type=int, default=1,
@@ -117,6 +117,17 @@ def main(argv: list[str] | None = None) -> dict:
         out.append(_table(f"Pyro SVI vs our mean-field objective, {ours['seconds']:.0f} s each (dense, subset)",
                           ["method", "s/epoch", "epochs done", "val acc"],
                           [[m, r["seconds_per_epoch"], r["epochs"], r["val_acc"]] for m, r in svi.items()]))
+        print(out[-1], flush=True)
+
+    if "approximations" in args.only:
+        from approximations import bench_approximations
+
+        approx = bench_approximations(device, full)
+        report["approximations"] = approx
+        report["ratios"].update(approx["ratios"])
+        out.append(_table("AP2 against the first-order pass (ms; goal AP2/(2) ≤ 2.2)",
+                          ["arch/batch", "(2) pass", "AP2 pass", "ratio", "(2) step", "AP2 step", "ratio"],
+                          approx["rows"]))
         print(out[-1], flush=True)
 
     name = args.machine or (f"gpu-{torch.cuda.get_device_name(device).replace(' ', '-')}" if device.type == "cuda"

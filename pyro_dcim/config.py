@@ -10,6 +10,7 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import torch
 
+from .approximations import APPROXIMATIONS
 from .init import INIT_SCHEMES
 from .objectives import OBJECTIVES
 
@@ -45,6 +46,7 @@ class TrainConfig:
     reverse_weight: float = 10.0             # weight of -log p(x^0 | ·) in the loss (the paper's sum: 1)
     reverse_reduction: str = "mean"          # "mean": BCE per pixel (the paper's number) | "sum": nats per image
     sample_layer: Optional[int] = None       # k of (22); None = n-1
+    approximation: str = "first-order"       # the passes: "first-order" (eq. 2) | "ap2" | "variational"
     code_weight: float = 0.0                 # (22) + code_weight · -log p(x̃^{n-1} | class); 0 = the paper's (22)
     dataset: str = "mnist-subset"            # "mnist-subset" (bundled) | "mnist" | "fashion-mnist"
     data_dir: Optional[str] = None
@@ -80,6 +82,8 @@ class TrainConfig:
         checks = [
             (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
             (self.units in ("01", "pm1"), "units must be '01' or 'pm1'"),
+            (self.approximation in APPROXIMATIONS, f"approximation must be one of {', '.join(APPROXIMATIONS)}, "
+             f"got {self.approximation!r}"),
             (self.reverse_reduction in ("mean", "sum"), "reverse_reduction must be 'mean' or 'sum'"),
             (self.lr_schedule in ("constant", "cosine"), "lr_schedule must be 'constant' or 'cosine'"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 from . import distributed
 from .allocator import keep_freed_memory
+from .approximations import APPROXIMATIONS
 from .checkpoint import CheckpointError
 from .data import DATASETS, DataError
 from .init import INIT_SCHEMES
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "{-1,+1} with tanh (eq. 8-9) (default 01)")
     model.add_argument("--objective", choices=list(OBJECTIVES), help="discriminative: cross-entropy only; "
                        "bidirectional: eq. (21); sampled-layer: eq. (22) (default bidirectional)")
+    model.add_argument("--approximation", choices=list(APPROXIMATIONS), help="the passes that approximate "
+                       "p(x^n|x^0) and p(x^0|.): first-order (eq. 2, the DNN), ap2 (means and variances) or "
+                       "variational (mean-field lower bounds; slow) (default first-order)")
     model.add_argument("--reverse-weight", type=float, help=f"weight of the reverse term -log p(x^0|.) "
                        f"(default {D.reverse_weight:g}; 1 is the paper's unweighted sum (21))")
     model.add_argument("--reverse-reduction", choices=["mean", "sum"], help="reverse term as binary "

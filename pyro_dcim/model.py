@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .approximations import get_approximation
 from .layers import make_layer
 from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
@@ -92,25 +93,18 @@ class DCIM(nn.Module):
         return self.input_bias if k == 0 else self.layers[k - 1].bias
 
     # -- forward chain -------------------------------------------------------
-    def forward_mean_field(self, x0: torch.Tensor, upto: Optional[int] = None) -> ForwardMeanField:
+    def forward_mean_field(self, x0: torch.Tensor, upto: Optional[int] = None,
+                           approximation: str = "first-order") -> ForwardMeanField:
         """The DNN forward pass, eq. (14)-(15): ``μ^k = mean(W^k μ^{k-1} + b^k)``.
 
         ``x0``: ``(*batch, *input_shape)`` with values in [0, 1] read as ``p(x^0 = 1)``.
         ``upto=k`` stops after layer ``k``'s pre-activation (the class logits are
-        then empty), which the sampled-layer objective uses.
+        then empty), which the sampled-layer objective uses.  ``approximation``:
+        ``"first-order"`` (eq. 2), ``"ap2"`` or ``"variational"`` (:mod:`pyro_dcim.approximations`).
         """
         check_images(x0, self.input_shape, dtype=self.input_bias.dtype)
-        n = self.num_layers
-        upto = n if upto is None else upto
-        h = self.units.state(x0)
-        hidden, pre = [], []
-        for k in range(1, min(upto, n - 1) + 1):
-            a = self.layers[k - 1](h)
-            h = self.units.mean(a)
-            pre.append(a)
-            hidden.append(h)
-        logits = self.layers[n - 1](h) if upto >= n else h.new_empty(0)
-        return ForwardMeanField(hidden, pre, logits)
+        p = get_approximation(approximation)(self, self.units.state(x0), direction="forward", layer=0, upto=upto)
+        return ForwardMeanField(p.hidden, p.preactivations, p.logits)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """Class logits of the forward mean-field pass (so the module is a classifier)."""
@@ -127,45 +121,42 @@ class DCIM(nn.Module):
             raise ValueError(f"class probabilities must have {self.num_classes} columns, got shape {tuple(y.shape)}")
         return y
 
-    def reverse_mean_field(self, y: torch.Tensor, layer: Optional[int] = None) -> ReverseMeanField:
+    def reverse_mean_field(self, y: torch.Tensor, layer: Optional[int] = None,
+                           approximation: str = "first-order") -> ReverseMeanField:
         """The tied reverse pass: ``ν^{k-1} = mean(W^kᵀ ν^k + b^{k-1})`` down to the image.
 
         ``y``: class indices ``(batch,)`` or class probabilities ``(batch, classes)``;
         with ``layer=k`` (``1 <= k < n``), a state or mean of hidden layer ``k``
         in the unit encoding, ``(batch, *shape_k)``.  Class indices are propagated
         once per class and gathered, since every image of a class shares its pass.
+        ``approximation`` as in :meth:`forward_mean_field`.
         """
+        get_approximation(approximation)
         n = self.num_layers
         if layer is None or layer == n:
             y = as_labels(y, self.input_bias.device)
             if y.dtype.is_floating_point:
-                return self._reverse_from(self.class_state(y), n)
+                return self._reverse_from(self.class_state(y), n, approximation)
             if y.dim() == 0 or y.numel() == 0:
-                return self._reverse_from(self.class_state(y), n)
+                return self._reverse_from(self.class_state(y), n, approximation)
             check_labels(y, self.num_classes)
-            per_class = self.class_reverse_mean_field()
+            per_class = self.class_reverse_mean_field(approximation)
             return ReverseMeanField([h[y] for h in per_class.hidden], [a[y] for a in per_class.preactivations],
                                     per_class.logits[y])
         if not 1 <= layer < n:
             raise ValueError(f"layer must be a hidden layer 1..{n - 1} (or {n}, the class), got {layer}")
         check_state(y, self.shapes[layer], layer)
-        return self._reverse_from(y, layer)
+        return self._reverse_from(y, layer, approximation)
 
-    def class_reverse_mean_field(self) -> ReverseMeanField:
+    def class_reverse_mean_field(self, approximation: str = "first-order") -> ReverseMeanField:
         """The reverse pass from every class at once: row ``c`` of each result is ``ν^k`` given
         ``x^n = c``, shared by every image of that class."""
         eye = torch.eye(self.num_classes, dtype=self.input_bias.dtype, device=self.input_bias.device)
-        return self._reverse_from(eye, self.num_layers)
+        return self._reverse_from(eye, self.num_layers, approximation)
 
-    def _reverse_from(self, h: torch.Tensor, k: int) -> ReverseMeanField:
-        hidden, pre = [], []
-        for j in range(k, 1, -1):
-            a = self.layers[j - 1].adjoint(h) + self.bias(j - 1)
-            h = self.units.mean(a)
-            pre.append(a)
-            hidden.append(h)
-        a = self.layers[0].adjoint(h) + self.input_bias
-        return ReverseMeanField(hidden, pre, self.units.bit_logits(a))
+    def _reverse_from(self, h: torch.Tensor, k: int, approximation: str = "first-order") -> ReverseMeanField:
+        p = get_approximation(approximation)(self, h, direction="reverse", layer=k)
+        return ReverseMeanField(p.hidden, p.preactivations, p.logits)
 
     # -- Pyro models and guides (pyro_models.py, which takes the net), bound to this module.
     # Imported on call: pyro_models builds on this module, so model.py does not import it.
@@ -181,14 +172,16 @@ class DCIM(nn.Module):
 
         return reverse_model(self, y, x0)
 
-    def mean_field_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+    def mean_field_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None,
+                         approximation: str = "first-order") -> None:
         """See :func:`pyro_dcim.pyro_models.mean_field_guide`."""
         from .pyro_models import mean_field_guide
 
-        return mean_field_guide(self, x0, y)
+        return mean_field_guide(self, x0, y, approximation=approximation)
 
-    def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> None:
+    def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None,
+                                 approximation: str = "first-order") -> None:
         """See :func:`pyro_dcim.pyro_models.reverse_mean_field_guide`."""
         from .pyro_models import reverse_mean_field_guide
 
-        return reverse_mean_field_guide(self, y, x0)
+        return reverse_mean_field_guide(self, y, x0, approximation=approximation)

@@ -151,16 +151,17 @@ def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = Non
 
 
 def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = None,
-                     name: str = "dcim") -> None:
+                     name: str = "dcim", approximation: str = "first-order") -> None:
     """Deterministic guide for :func:`forward_model`: ``q(x^k) = Π_i Bernoulli(μ^k_i)``.
 
     The marginals come from :meth:`DCIM.forward_mean_field`, so the guide and the
     DNN forward pass are one computation.  With ``y`` observed the class is not a
     latent site; with ``y=None`` it is, and the guide covers it with the mean-field
     class probabilities (eq. 15), so Pyro's ``Importance`` and ELBOs see every latent.
+    ``approximation``: see :mod:`pyro_dcim.approximations`.
     """
     pyro.module(name, net)
-    mf = net.forward_mean_field(x0, upto=None if y is None else net.num_layers - 1)
+    mf = net.forward_mean_field(x0, upto=None if y is None else net.num_layers - 1, approximation=approximation)
     with pyro.plate(PLATE_NAME, _batch_size(x0, len(net.input_shape)), dim=-1):
         for k, a in enumerate(mf.preactivations, start=1):
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
@@ -169,14 +170,14 @@ def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = 
 
 
 def reverse_mean_field_guide(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
-                             name: str = "dcim") -> None:
+                             name: str = "dcim", approximation: str = "first-order") -> None:
     """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``.
 
     With ``x0=None`` the image is a latent site of the model, and the guide covers it
-    with the mean-field image probabilities ``ν^0``.
+    with the mean-field image probabilities ``ν^0``.  ``approximation``: see :mod:`pyro_dcim.approximations`.
     """
     pyro.module(name, net)
-    rmf = net.reverse_mean_field(y)
+    rmf = net.reverse_mean_field(y, approximation=approximation)
     with pyro.plate(PLATE_NAME, rmf.logits.shape[0], dim=-1):
         for j, a in enumerate(rmf.preactivations):
             k = net.num_layers - 1 - j

@@ -125,7 +125,8 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
 
 def objective_kwargs(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool) -> dict[str, Any]:
     return dict(reverse_weight=cfg.reverse_weight, reduction=cfg.reverse_reduction, layer=cfg.sample_layer,
-                code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse)
+                code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse,
+                approximation=cfg.approximation)
 
 
 # -- evaluation -------------------------------------------------------------------------------

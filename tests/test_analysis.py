@@ -78,12 +78,16 @@ def test_approximation_error_script_writes_tables_and_plot(tmp_path, tiny_runs):
     out = _script("approximation_error.py", "--runs", *map(str, tiny_runs), "--out", str(tmp_path))
     assert "part 1" in out and "part 2" in out and "part 3" in out
     assert (tmp_path / "approximation_random_nets.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "approximations_kl.png").read_bytes()[:8] == PNG
     part1 = (tmp_path / "approximation_random_nets.md").read_text()
-    rows = _table_rows(part1)[1:]
-    assert len(rows) == 4                                  # 2 unit types x 2 scales in --quick
-    assert all(abs(float(r[2])) < 1e-6 for r in rows)      # x1 has an observed parent: mean field is exact
-    assert max(float(r[3]) for r in rows) > 1e-3           # deeper layers are not
-    part2 = _table_rows((tmp_path / "approximation_trained_nets.md").read_text())
+    kl, goal, mae, gaps = (_table_rows(t)[1:] for t in part1.split("\n\n") if t.startswith("|"))
+    assert len(kl) == len(mae) == len(gaps) == 4           # 2 unit types x 2 scales in --quick
+    assert all(float(v) >= 0 for r in kl for v in r[2:])
+    assert all(abs(float(r[2])) < 1e-6 and abs(float(r[3])) < 1e-6 for r in mae)  # x1: (2) and AP2 are exact
+    assert max(float(r[5]) for r in mae) > 1e-3            # deeper layers are not
+    assert all(float(v) >= -1e-9 for r in gaps for v in r[2:])   # the variational bounds are bounds
+    assert len(goal) == 2                                  # s = 4, both encodings
+    part2 = _table_rows((tmp_path / "approximation_trained_nets.md").read_text().split("\n\n| run | KL(anc")[0])
     assert [r[0].split()[0] for r in part2[1:]] == list(OBJECTIVES)
     assert all(0 <= float(r[3]) <= 1 and float(r[2]) >= 0 for r in part2[1:])
     part3 = _table_rows((tmp_path / "estimator_quality.md").read_text())

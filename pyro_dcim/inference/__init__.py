@@ -3,7 +3,8 @@
 Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 :class:`Marginals` (hidden layers in index order ``x^1 … x^{n-1}``):
 
-* :func:`mean_field_marginals` — the approximation itself, eq. (2), (14)-(15);
+* :func:`mean_field_marginals` — the approximation itself, eq. (2), (14)-(15), or AP2 / variational;
+* :func:`variational_posterior` — Saul-Jaakkola-Jordan mean field and its lower bound;
 * :func:`exact_marginals`, :func:`exact_posterior`, :func:`exact_log_likelihood` —
   enumeration over each layer's ``2^{m_k}`` states (narrow layers);
 * :func:`ancestral_marginals`, :func:`importance_marginals`,
@@ -30,9 +31,10 @@ from .sampling import (
     importance_log_likelihood,
     importance_marginals,
 )
+from .variational import VariationalFit, variational_posterior
 
 __all__ = [
-    "Marginals", "mean_field_marginals",
+    "Marginals", "mean_field_marginals", "variational_posterior", "VariationalFit",
     "exact_marginals", "exact_posterior", "exact_log_likelihood", "LayerTooWideError", "DEFAULT_MAX_UNITS",
     "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood", "default_chunk_size",
     "KSampleBound", "importance_bounds", "k_sample_bounds",
