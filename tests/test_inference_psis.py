@@ -93,3 +93,15 @@ def test_log_likelihood_reports_khat_and_reliability():
     est = importance_log_likelihood(net, x0, y, 500)
     assert est.khat.shape == est.reliable.shape == est.estimate.shape == (3,)
     assert est.reliable.dtype == torch.bool
+
+
+def test_k_sample_bounds_report_khat_of_all_weights():
+    from pyro_dcim.inference import k_sample_bounds
+
+    torch.manual_seed(2)
+    log_w = torch.randn(400, 3, dtype=torch.float64) * torch.tensor([0.3, 1.0, 4.0], dtype=torch.float64)
+    with pytest.warns(UnreliableEstimateWarning, match="1 of 3"):
+        bounds = k_sample_bounds(log_w, (1, 10, 100))
+    ref = weight_diagnostics(log_w, warn=False)
+    for b in bounds:
+        assert torch.equal(b.khat, ref.khat) and b.reliable.tolist() == [True, True, False]

@@ -13,11 +13,13 @@ bounds are non-decreasing in ``K`` for every image and draw, not only in expecta
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 import torch
 
 from .sampling import importance_marginals
+from .weights import UnreliableEstimateWarning, weight_diagnostics
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -30,7 +32,9 @@ class KSampleBound(NamedTuple):
 
     ``estimate``: ``L_K`` averaged over ``groups`` disjoint groups of ``k`` particles;
     ``stderr``: its Monte Carlo standard error (spread over groups / sqrt(groups);
-    NaN with one group); ``ess``: mean effective sample size ``(Σw)² / Σw²`` of a group.
+    NaN with one group); ``ess``: mean effective sample size ``(Σw)² / Σw²`` of a group;
+    ``khat``: the Pareto k̂ of all the image's weights and ``reliable`` (``k̂ ≤ 0.7``,
+    :mod:`.weights`): with ``k̂ > 0.7`` even the largest K's bound is far from converged.
     """
 
     k: int
@@ -38,6 +42,8 @@ class KSampleBound(NamedTuple):
     estimate: torch.Tensor
     stderr: torch.Tensor
     ess: torch.Tensor
+    khat: torch.Tensor
+    reliable: torch.Tensor
 
 
 def k_sample_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> list[KSampleBound]:
@@ -46,6 +52,7 @@ def k_sample_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> list[KSampl
     Every ``K`` must divide the number of samples (the remainder would be wasted silently).
     """
     s = log_weights.shape[0]
+    diag = weight_diagnostics(log_weights, what="K-sample bounds")
     out = []
     for k in ks:
         if k < 1 or s % k:
@@ -54,7 +61,7 @@ def k_sample_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> list[KSampl
         per_group = torch.logsumexp(groups, 1) - math.log(k)                   # (groups, batch)
         ess = (torch.logsumexp(groups, 1) * 2 - torch.logsumexp(2 * groups, 1)).exp().mean(0)
         stderr = per_group.std(0) / math.sqrt(s // k) if s // k > 1 else torch.full_like(per_group[0], math.nan)
-        out.append(KSampleBound(k, s // k, per_group.mean(0), stderr, ess))
+        out.append(KSampleBound(k, s // k, per_group.mean(0), stderr, ess, diag.khat, diag.reliable))
     return out
 
 
@@ -68,6 +75,8 @@ def importance_bounds(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, ks: Sequen
     """
     if groups < 1:
         raise ValueError(f"groups must be at least 1, got {groups}")
-    m = importance_marginals(net, x0, groups * max(ks), y, direction="reverse", proposal=proposal,
-                             chunk_size=chunk_size)
+    with warnings.catch_warnings():   # k_sample_bounds warns once, for the same weights
+        warnings.simplefilter("ignore", UnreliableEstimateWarning)
+        m = importance_marginals(net, x0, groups * max(ks), y, direction="reverse", proposal=proposal,
+                                 chunk_size=chunk_size)
     return k_sample_bounds(m.log_weights, ks)
