@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
 DENSE = ([4, 3, 3], (6,))
 CONV = ([(2, 1, 2, 0), 3, 2], (1, 3, 3))   # x1: 2x2x2 (conv), x2: 3
+CONV2 = ([(2, 1, 2, 0), (2, 1, 1, 0), 3, 2], (1, 3, 3))   # two conv layers: x2 has a conv and a dense child
 CASES = [(DENSE, "01", 2.0), (DENSE, "pm1", 1.0), (CONV, "01", 1.5)]
 IDS = ["dense-01", "dense-pm1", "conv-01"]
 
@@ -65,7 +66,7 @@ def test_energy_terms_are_the_pyro_models_log_probs(spec, units, scale):
         assert torch.allclose(mine[name], ref, atol=1e-9), name
 
 
-@pytest.mark.parametrize("spec,units,scale", CASES, ids=IDS)
+@pytest.mark.parametrize("spec,units,scale", CASES + [(CONV2, "pm1", 0.8)], ids=IDS + ["conv2-pm1"])
 @pytest.mark.parametrize("weights", [
     {"reverse": 1.0, "reverse_end": 0.35},                          # AIS from the prior
     {"forward": 0.6, "reverse": 0.4, "reverse_end": 0.4},           # AIS from the forward chain

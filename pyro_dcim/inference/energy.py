@@ -36,6 +36,7 @@ import torch
 
 from .blanket import Colour, LayerBlanket
 from .chain import Chain
+from .lattice import LatticeTerm, lattice_deltas, lattice_update
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -236,7 +237,7 @@ class ChainEnergy:
                 own = logits if own is None else own + logits
         if own is None:
             own = bits[k].new_zeros(())
-        return own.expand(*lead, -1).clone()
+        return own.expand(*lead, -1).contiguous()      # a fresh tensor: updated in place below
 
     def colours(self, k: int, children: list[Chain]) -> list[tuple[tuple[Colour, ...], Union[slice, torch.Tensor]]]:
         """Colours of layer ``k`` valid for every child map in ``children``, one :class:`Colour`
@@ -253,8 +254,8 @@ class ChainEnergy:
                 plan = [(col,) for col in blankets[0].colours()]
             else:
                 period = max((b.period if b.is_conv else 0) for b in blankets)
-                if not all(b.is_conv for b in blankets):
-                    period = max(self.net.shapes[k][-2:]) if len(self.net.shapes[k]) == 3 else None
+                if not all(b.is_conv for b in blankets):   # a dense child couples all: single units
+                    period = max(period, *self.net.shapes[k][-2:]) if len(self.net.shapes[k]) == 3 else None
                 plan = list(zip(*(b.colours(period) for b in blankets)))
             self._plans[key] = [(cols, slice(int(cols[0].units), int(cols[0].units) + 1)
                                  if cols[0].units.numel() == 1 else cols[0].units) for cols in plan]
@@ -279,6 +280,8 @@ class ChainEnergy:
             t = self.shaped(c, target.expand(*lead, -1))
             own += (w * self.step * self.logit_scale) * chain.child_adjoint(k, t).flatten(len(lead))
             terms.append(_ChildTerm(chain, w, L, target, dense=not LayerBlanket(chain, k).is_conv))
+        if self._lattice(k, terms, x, own, probs):
+            return
         plan = self.colours(k, [t.chain for t in terms])
         for cols, units in plan:
             xs = _take(x, units)
@@ -294,6 +297,26 @@ class ChainEnergy:
             _put(x, units, new)
             if probs is not None:
                 _put(probs, units, p)
+
+    def _lattice(self, k: int, terms: list[_ChildTerm], x: torch.Tensor, own: torch.Tensor,
+                 probs: Optional[torch.Tensor]) -> bool:
+        """Updates a conv layer whose every child term is a Bernoulli conv map by strided views and
+        small convolutions (:mod:`.lattice`); False where that does not apply."""
+        shape = tuple(self.net.shapes[k])
+        if not terms or len(shape) != 3 or any(t.categorical for t in terms) or not x.is_contiguous():
+            return False
+        blankets = [LayerBlanket(t.chain, k) for t in terms]
+        if not all(b.is_conv for b in blankets):
+            return False
+        period = max(b.period for b in blankets)
+        lattice = []
+        for t, b in zip(terms, blankets):
+            key = ("lattice", k, t.chain.direction, period)
+            if key not in self._plans:
+                self._plans[key] = lattice_deltas(b, period)
+            lattice.append(LatticeTerm(b, t.weight, t.logits, self._plans[key], softplus))
+        lattice_update(x, own, shape, lattice, period, probs)
+        return True
 
     def _all_units(self, k: int) -> Colour:
         m = int(torch.Size(self.net.shapes[k]).numel())
