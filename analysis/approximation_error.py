@@ -196,7 +196,7 @@ def part1(s: dict, out: Path, threads: int) -> dict:
     png_kl = out / "approximations_kl.png"
     fig.savefig(png_kl, dpi=72)
     plt.close(fig)
-    print(f"wrote {png}, {png_kl}")
+    print(f"wrote {png}\nwrote {png_kl}")
 
     settings = (f"Settings: dense nets 16 → {'/'.join(map(str, s['widths']))} units per hidden layer → 4 classes, "
                 f"n = {', '.join(map(str, s['depths']))} layers, W and b ~ N(0, s²/fan-in), {s['seeds']} seed(s) per "
