@@ -202,3 +202,17 @@ def test_fit_generative_runs_end_to_end_on_the_bundled_subset(tmp_path, single_t
     assert config["objective"] == "generative" and config["particles"] == 3
     assert 0 < summary["val_reverse_nll_sum"] < 784 * math.log(2) * 2 and summary["val_acc"] > 0.3
     assert set(OBJECTIVES) >= {"rws", "wake-sleep", "generative"}
+
+
+def test_sample_prints_the_independent_classifier_figure(tmp_path, capsys, single_thread):  # noqa: F811
+    from pyro_dcim import sample
+    from pyro_dcim.checkpoint import model_state, save_checkpoint
+    from pyro_dcim.classifier import PlainCNN, save_classifier
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "net.pt", {"model": model_state(DCIM.from_spec("16-10", (1, 28, 28)))})
+    save_classifier(PlainCNN(), tmp_path / "cnn.pt", 0.5)
+    assert sample.main([str(tmp_path / "net.pt"), "--mode", "ancestral", "--per-class", "2",
+                        "--classifier", str(tmp_path / "cnn.pt"), "--out", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert "class consistency" in out and "independent classifier (MNIST test accuracy 0.5000)" in out
