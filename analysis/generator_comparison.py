@@ -10,8 +10,8 @@ mean-field reverse loss per pixel that (21) trains; for ancestral and sampled-la
 class consistency judged by the run's own forward model and by an independent plain CNN, and the
 within-class diversity relative to real test digits; a memorisation check (nearest training digit
 of ancestral samples against that of real test digits); and the seconds per training epoch.
-Writes ``generator_comparison.md``, one JSON record per run under ``runs/`` and a sample grid per
-run and mode.
+Writes ``generator_comparison.md``, one JSON record per run under ``runs/`` (reused on the next call
+unless ``--recompute``, so runs can be evaluated as they finish) and a sample grid per run and mode.
 """
 
 from __future__ import annotations
@@ -116,18 +116,26 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir", default="/work/shared/data/mnist", help="MNIST, for the memorisation check")
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
+    p.add_argument("--recompute", action="store_true", help="evaluate runs whose record is already in OUT/runs")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     classifier, classifier_acc = load_classifier(args.classifier) if args.classifier.is_file() else (None, None)
     train_bits = binarize(load_dataset("mnist", "train", args.data_dir)[0], "sample", seed=1)
+    train_bits = train_bits.to(torch.get_default_dtype())
     records = []
     for path in args.runs:
+        record = args.out / "runs" / f"generator-{path.name}.json"
+        if record.is_file() and not args.recompute:   # evaluated before (runs are evaluated as they finish)
+            records.append(json.loads(record.read_text()))
+            continue
         print(f"evaluating {path} ...", flush=True)
         rec = evaluate_run(path, args, classifier, train_bits)
+        rec["settings"] = {k: getattr(args, k) for k in ("images", "marginal_images", "steps", "chains", "per_class",
+                                                         "memorise", "seed")}
         records.append(rec)
-        (args.out / "runs").mkdir(exist_ok=True)
-        (args.out / "runs" / f"generator-{path.name}.json").write_text(json.dumps(rec, indent=2) + "\n")
+        record.parent.mkdir(exist_ok=True)
+        record.write_text(json.dumps(rec, indent=2) + "\n")
     rows = [r["comparison"] for r in records]
     header = ["objective", "val acc", "test acc", "AIS -log p(x0|y)", "± s.e.", "AIS -log p(x0)", "± s.e.",
               "MF rev/px", "anc. own", "anc. CNN", "anc. div.", "NN ratio", "s-l own", "s-l CNN", "s-l div.",
