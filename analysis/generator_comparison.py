@@ -42,6 +42,8 @@ def label(path: Path, config: dict) -> str:
     extra = []
     if config.get("objective") in ("rws", "wake-sleep", "generative"):
         extra.append(f"K={config.get('particles')}")
+    if config.get("objective") != "discriminative":
+        extra.append(f"w={config.get('reverse_weight'):g} {config.get('reverse_reduction')}")
     if config.get("code_weight"):
         extra.append(f"code-weight {config['code_weight']:g}")
     if config.get("untie"):
@@ -136,7 +138,7 @@ def main() -> None:
         records.append(rec)
         record.parent.mkdir(exist_ok=True)
         record.write_text(json.dumps(rec, indent=2) + "\n")
-    rows = [r["comparison"] for r in records]
+    rows = [{**r["comparison"], "label": label(Path(r["comparison"]["run"]), r["config"])} for r in records]
     header = ["objective", "val acc", "test acc", "AIS -log p(x0|y)", "± s.e.", "AIS -log p(x0)", "± s.e.",
               "MF rev/px", "anc. own", "anc. CNN", "anc. div.", "NN ratio", "s-l own", "s-l CNN", "s-l div.",
               "s/epoch"]
