@@ -59,8 +59,10 @@ def nearest_distance(images: torch.Tensor, reference: torch.Tensor, chunk: int =
                       for i in range(0, len(images), chunk)])
 
 
-def evaluate_run(path: Path, args, classifier, train_bits: torch.Tensor) -> dict:
+def evaluate_run(path: Path, args, classifier) -> dict:
     run = _report.load_run(path)
+    # the memorisation reference: every training-split digit of the run's dataset, binarised once
+    train_bits = binarize(load_dataset(run.dataset, "train", run.data_dir)[0], "sample", seed=1)
     net, config = run.net, read_config(path)
     summary = json.loads((path / "summary.json").read_text())
     metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -116,15 +118,12 @@ def main() -> None:
     p.add_argument("--memorise", type=int, default=500, help="ancestral samples checked against the training set")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-dir", default="/work/shared/data/mnist", help="MNIST, for the memorisation check")
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
     p.add_argument("--recompute", action="store_true", help="evaluate runs whose record is already in OUT/runs")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     classifier, classifier_acc = load_classifier(args.classifier) if args.classifier.is_file() else (None, None)
-    train_bits = binarize(load_dataset("mnist", "train", args.data_dir)[0], "sample", seed=1)
-    train_bits = train_bits.to(torch.get_default_dtype())
     records = []
     for path in args.runs:
         record = args.out / "runs" / f"generator-{path.name}.json"
@@ -132,7 +131,7 @@ def main() -> None:
             records.append(json.loads(record.read_text()))
             continue
         print(f"evaluating {path} ...", flush=True)
-        rec = evaluate_run(path, args, classifier, train_bits)
+        rec = evaluate_run(path, args, classifier)
         rec["settings"] = {k: getattr(args, k) for k in ("images", "marginal_images", "steps", "chains", "per_class",
                                                          "memorise", "seed")}
         records.append(rec)

@@ -216,3 +216,30 @@ def test_sample_prints_the_independent_classifier_figure(tmp_path, capsys, singl
                         "--classifier", str(tmp_path / "cnn.pt"), "--out", str(tmp_path / "grid.png")]) == 0
     out = capsys.readouterr().out
     assert "class consistency" in out and "independent classifier (MNIST test accuracy 0.5000)" in out
+
+
+def test_generator_comparison_script_end_to_end(tmp_path, single_thread):  # noqa: F811
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pyro_dcim.classifier import PlainCNN, save_classifier
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "rws"
+    assert fit.main(["--objective", "rws", "--arch", "32-16-10", "--train-size", "300", "--val-size", "100",
+                     "--epochs", "1", "--batch-size", "50", "--particles", "2", "--binarize", "dynamic",
+                     "--no-figures", "--out", str(run)]) == 0
+    save_classifier(PlainCNN(), tmp_path / "cnn.pt", 0.5)
+    cmd = [sys.executable, str(root / "analysis" / "generator_comparison.py"), "--runs", str(run), "--images", "2",
+           "--marginal-images", "1", "--steps", "3", "--chains", "2", "--per-class", "3", "--memorise", "10",
+           "--classifier", str(tmp_path / "cnn.pt"), "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "out" / "generator_comparison.md").read_text()
+    assert "rws (K=2, w=10 mean)" in table
+    record = json.loads((tmp_path / "out" / "runs" / "generator-rws.json").read_text())["comparison"]
+    assert record["ais_nll_cond"] > 0 and 0 <= record["ancestral_indep"] <= 1 and record["nearest_train_ratio"] > 0
+    assert (tmp_path / "out" / "generator_comparison_rws_sample-layer.png").is_file()
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)   # the record is reused
+    assert again.returncode == 0 and "evaluating" not in again.stdout
