@@ -50,7 +50,7 @@ def squared_map(layer: torch.nn.Module, v: torch.Tensor, adjoint: bool = False) 
 
     The layer's own linear map with every weight squared and no bias, dense or conv.
     """
-    w2 = layer.weight.square()
+    w2 = (layer.adjoint_weight if adjoint else layer.weight).square()   # the reverse copy when untied
     if isinstance(layer, TiedConv2d):
         src, dst = (layer.out_shape, layer.in_shape) if adjoint else (layer.in_shape, layer.out_shape)
         flat = v.reshape(-1, *src)

@@ -39,14 +39,15 @@ def model_state(net: DCIM) -> dict[str, Any]:
     """Everything needed to rebuild ``net``: its spec, input shape, units and parameters."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return {"spec": net.spec, "input_shape": list(net.input_shape), "units": net.units.name,
-            "state_dict": state, "version": _version()}
+            "state_dict": state, "version": _version(), "tied": net.tied}
 
 
 def model_from_state(state: dict[str, Any], map_location: Union[str, torch.device] = "cpu") -> DCIM:
     """Rebuild a :class:`DCIM` from :func:`model_state`'s dict."""
     try:
         spec = [tuple(layer) if isinstance(layer, list) else layer for layer in state["spec"]]
-        net = DCIM.from_spec(spec, input_shape=state["input_shape"], units=state["units"])
+        net = DCIM.from_spec(spec, input_shape=state["input_shape"], units=state["units"],
+                             tied=state.get("tied", True))
         net.load_state_dict(state["state_dict"])
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"not a pyro_dcim model state (missing {e})") from None

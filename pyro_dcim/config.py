@@ -42,12 +42,17 @@ class TrainConfig:
 
     arch: str = "dense"                      # "dense" | "cnn" | a spec in the paper's notation
     units: str = "01"                        # "01" (sigmoid, eq. 6-7) | "pm1" (tanh, eq. 8-9)
-    objective: str = "bidirectional"         # "discriminative" | "bidirectional" (21) | "sampled-layer" (22)
+    objective: str = "bidirectional"         # "discriminative" | "bidirectional" (21) | "sampled-layer" (22) | "rws"
+                                             # | "wake-sleep" | "generative" (objectives.GENERATIVE)
     reverse_weight: float = 10.0             # weight of -log p(x^0 | ·) in the loss (the paper's sum: 1)
     reverse_reduction: str = "mean"          # "mean": BCE per pixel (the paper's number) | "sum": nats per image
     sample_layer: Optional[int] = None       # k of (22); None = n-1
     approximation: str = "first-order"       # the passes: "first-order" (eq. 2) | "ap2" | "variational"
     code_weight: float = 0.0                 # (22) + code_weight · -log p(x̃^{n-1} | class); 0 = the paper's (22)
+    particles: int = 5                       # K of "rws" / "wake-sleep": draws h ~ q(h | x^0) per image
+    wake_phi_weight: Optional[float] = None  # weight of wake-φ; None: the objective's own (rws 1, wake-sleep 0)
+    sleep_weight: Optional[float] = None     # weight of sleep-φ on dreams; None: the objective's own (0 / 1)
+    untie: bool = False                      # ablation: the reverse chain gets its own W^k (biases stay shared)
     dataset: str = "mnist-subset"            # "mnist-subset" (bundled) | "mnist" | "fashion-mnist"
     data_dir: Optional[str] = None
     download: bool = False
@@ -93,6 +98,11 @@ class TrainConfig:
             (self.init in INIT_SCHEMES, f"init must be one of {', '.join(INIT_SCHEMES)}"),
             (self.amp in ("none", "bf16"), f"amp must be 'none' or 'bf16', got {self.amp!r}"),
             (self.code_weight >= 0, f"code weight must be >= 0, got {self.code_weight}"),
+            (self.particles >= 1, f"particles must be >= 1, got {self.particles}"),
+            (self.wake_phi_weight is None or self.wake_phi_weight >= 0,
+             f"wake-phi weight must be >= 0, got {self.wake_phi_weight}"),
+            (self.sleep_weight is None or self.sleep_weight >= 0,
+             f"sleep weight must be >= 0, got {self.sleep_weight}"),
             (self.init_input_bias in ("mean-image", "zero"), "init_input_bias must be 'mean-image' or 'zero'"),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),

@@ -23,7 +23,7 @@ from .approximations import APPROXIMATIONS
 from .checkpoint import CheckpointError
 from .data import DATASETS, DataError
 from .init import INIT_SCHEMES
-from .objectives import OBJECTIVES
+from .objectives import GENERATIVE, OBJECTIVES
 from .runs import RunDirError, read_config
 from .spec import SpecError
 from .train import OPTIMIZERS, ConfigError, NonFiniteLossError, TrainConfig, TrainingInterrupted, train
@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--units", choices=["01", "pm1"], help="binary units {0,1} with sigmoid (eq. 6-7) or "
                        "{-1,+1} with tanh (eq. 8-9) (default 01)")
     model.add_argument("--objective", choices=list(OBJECTIVES), help="discriminative: cross-entropy only; "
-                       "bidirectional: eq. (21); sampled-layer: eq. (22) (default bidirectional)")
+                       "bidirectional: eq. (21); sampled-layer: eq. (22); rws: tied reweighted wake-sleep "
+                       "(K particles); wake-sleep: wake-theta + sleep-phi; generative: the best generator "
+                       f"({GENERATIVE}) (default bidirectional)")
     model.add_argument("--approximation", choices=list(APPROXIMATIONS), help="the passes that approximate "
                        "p(x^n|x^0) and p(x^0|.): first-order (eq. 2, the DNN), ap2 (means and variances) or "
                        "variational (mean-field lower bounds; slow) (default first-order)")
@@ -91,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--code-weight", type=float, help="with sampled-layer: also train the class-to-code link "
                        "p(x^{n-1} | class) on the sampled codes, with this weight (helps class-conditional "
                        "generation; default 0, the paper's (22))")
+    model.add_argument("--particles", type=int, metavar="K", help=f"rws / wake-sleep: particles h ~ q(h | x^0) "
+                       f"per image (default {D.particles})")
+    model.add_argument("--wake-phi-weight", type=_optional_float, metavar="W", help="rws / wake-sleep: weight of "
+                       "the wake-phi gradient (default: rws 1, wake-sleep 0)")
+    model.add_argument("--sleep-weight", type=_optional_float, metavar="W", help="rws / wake-sleep: weight of "
+                       "the sleep-phi gradient on dreams of the reverse model (default: rws 0, wake-sleep 1)")
+    model.add_argument("--untie", action="store_true", help="ablation: separate forward and reverse weights "
+                       "(same architecture, biases shared), initialised equal")
     model.add_argument("--init-input-bias", choices=["mean-image", "zero"], help="initialise b^0 to the logit "
                        "of the mean training image, or to 0 (default mean-image)")
 

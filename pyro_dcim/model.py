@@ -57,7 +57,7 @@ class DCIM(nn.Module):
     ``layers[k-1]`` is ``W^k`` with its bias ``b^k``; ``input_bias`` is ``b^0``.
     """
 
-    def __init__(self, spec: SpecLike, input_shape: Sequence[int], units: str = "01") -> None:
+    def __init__(self, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True) -> None:
         super().__init__()
         parsed = parse_spec(spec)
         self.units = get_units(units)
@@ -70,11 +70,30 @@ class DCIM(nn.Module):
         )
         # b^0 is per pixel: the reverse model's image bias (an "average image" prior).
         self.input_bias = nn.Parameter(torch.zeros(self.input_shape))
+        if not tied:
+            self.untie()
 
     @classmethod
-    def from_spec(cls, spec: SpecLike, input_shape: Sequence[int], units: str = "01") -> "DCIM":
+    def from_spec(cls, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True) -> "DCIM":
         """``DCIM.from_spec([(3, 1, 32), 50, 10], input_shape=(1, 28, 28), units="01")``."""
-        return cls(spec, input_shape, units)
+        return cls(spec, input_shape, units, tied)
+
+    @property
+    def tied(self) -> bool:
+        """Do both chains share ``W^k`` (eq. 19-20)?  ``False`` after :meth:`untie`."""
+        return all(layer.tied for layer in self.layers)
+
+    def untie(self) -> "DCIM":
+        """The ``--untie`` ablation: the reverse chain gets its own ``W^k`` (the biases stay shared),
+        initialised equal to the forward weights.  Every reverse conditional reads the copy."""
+        for layer in self.layers:
+            layer.untie()
+        return self
+
+    def sync_reverse_weights(self) -> None:
+        """Set the reverse copies equal to the forward weights again (no-op when tied)."""
+        for layer in self.layers:
+            layer.sync_reverse_weight()
 
     @property
     def num_layers(self) -> int:
@@ -86,7 +105,8 @@ class DCIM(nn.Module):
         return int(torch.Size(self.input_shape).numel())
 
     def extra_repr(self) -> str:
-        return f"spec={self.spec}, input_shape={self.input_shape}, units={self.units}"
+        untied = "" if self.tied else ", tied=False"
+        return f"spec={self.spec}, input_shape={self.input_shape}, units={self.units}{untied}"
 
     def bias(self, k: int) -> torch.Tensor:
         """``b^k``, for ``k = 0 .. n``."""

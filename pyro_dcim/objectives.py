@@ -5,7 +5,10 @@
 * :func:`bidirectional_loss`: eq. (21), ``-log p(x^n | x^0) - log p(x^0 | x^n)``
   with both terms from the tied mean-field passes;
 * :func:`sampled_layer_loss`: eq. (22), the reverse term from a sampled layer
-  ``x̃^k ~ p(x^k | x^0)`` instead of the class.
+  ``x̃^k ~ p(x^k | x^0)`` instead of the class;
+* :func:`reweighted_wake_sleep_loss` (``"rws"``, ``"wake-sleep"``): the reverse chain's true
+  likelihood ``log p(x^0 | x^n)`` learned with the forward chain, the same weights, as proposal
+  (DESIGN.md §8).
 
 Every loss is a batch mean and returns :class:`ObjectiveParts`.  The reverse
 term enters ``total`` as ``reverse_weight * reverse_nll_per_pixel`` (the binary
@@ -21,18 +24,22 @@ mean-field lower bound on ``log p(x^0 | ·)``, and the class logits are the boun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from .inference.chain import Chain
+from .inference.energy import ChainEnergy
 from .inference.variational import fit_mean_field
 from .model import DCIM
 from .validation import check_labels
 
 __all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss", "sampled_layer",
-           "class_reverse_nll", "OBJECTIVES", "get_objective"]
+           "class_reverse_nll", "reweighted_wake_sleep_loss", "wake_particles", "sleep_dreams",
+           "GENERATIVE", "OBJECTIVES", "get_objective"]
 
 
 @dataclass
@@ -167,15 +174,110 @@ def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: O
     return parts
 
 
+def wake_particles(net: DCIM, x0: torch.Tensor, y: torch.Tensor, particles: int,
+                   generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``K`` draws ``h_s ~ q(h | x^0)`` of the forward chain (eq. 13) scored by both chains.
+
+    Returns ``(log p(x^0, h_s | y), log q(h_s | x^0))``, each ``(K, batch)`` and differentiable in the
+    parameters (the draws are not: ``q`` is discrete).  ``log p`` is the reverse chain (eq. 17-18):
+    ``log p(x^{n-1} | y) + Σ_k log p(x^{k-1} | x^k)`` down to the image.
+    """
+    forward = Chain(net, "forward")
+    bits = forward.sample(forward.start_state(x0, y), particles, generator)
+    terms = ChainEnergy(net, x0, y).terms(bits, ("forward", "reverse", "reverse_end"))
+    return terms["reverse"] + terms["reverse_end"], terms["forward"]
+
+
+def sleep_dreams(net: DCIM, num: int, class_prior: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+    """Dreams ``(x^0, y, h)`` of the reverse model: ``y ~ p(y)`` (uniform unless ``class_prior``),
+    ``h ~ p(h | y)`` down the reverse chain, binary ``x^0 ~ p(x^0 | x^1)``.  ``h`` as ``{k: (1, num, m_k)}``."""
+    device, dtype = net.input_bias.device, net.input_bias.dtype
+    c = net.num_classes
+    prior = torch.full((c,), 1.0 / c, device=device) if class_prior is None else class_prior.to(device)
+    with torch.no_grad():
+        y = torch.multinomial(prior, num, replacement=True, generator=generator)
+        reverse = Chain(net, "reverse")
+        h = reverse.sample(reverse.start_state(None, y), 1, generator)
+        x1 = net.units.state(h[1].reshape(1, num, *net.shapes[1]))
+        p0 = torch.sigmoid(net.units.bit_logits(reverse.child_preactivation(1, x1)[0]))
+        x0 = torch.rand(p0.shape, generator=generator, device=device, dtype=dtype).lt_(p0).to(dtype)
+    return x0, y, h
+
+
+def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, particles: int = 5,
+                               wake_phi_weight: float = 1.0, sleep_weight: float = 0.0,
+                               reverse_weight: float = 1.0, reduction: str = "mean",
+                               generator: Optional[torch.Generator] = None, **_: object) -> ObjectiveParts:
+    """Tied reweighted wake-sleep (Bornschein & Bengio 2015, DESIGN.md §8) beside ``-log p(x^n | x^0)``.
+
+    With ``h_s ~ q(h | x^0)``, ``s = 1..K`` (the forward chain) and per-image normalised weights
+    ``w̃_s ∝ p(x^0, h_s | y) / q(h_s | x^0)`` (a particle dimension per image, not one weight per batch
+    as ``pyro.infer.ReweightedWakeSleep``), the loss is
+
+        -log p(x^n | x^0) + w · [ -Σ_s w̃_s log p(x^0, h_s | y)                       (wake-θ)
+                                  - λ_wake Σ_s w̃_s log q(h_s | x^0)                   (wake-φ)
+                                  - λ_sleep log q(h̃, ỹ | x̃^0) ]                       (sleep-φ)
+
+    with ``w̃`` detached and ``(ỹ, h̃, x̃^0)`` a dream of the reverse model (:func:`sleep_dreams`, as many
+    as images).  Tied, θ and φ are the same ``W, b``: the three gradients are summed with these weights.
+    Wake-θ is the exact gradient of the IWAE bound ``log mean_s w_s`` in θ for the drawn particles; the
+    bound's gradient in φ would need a score function (``q`` is discrete), which RWS replaces by wake-φ.
+    ``reverse_nll_sum`` reports ``-log mean_s w_s`` (a K-sample bound on ``-log p(x^0 | y)``, nats).
+    ``reduction="mean"`` divides the bracket by the pixel count, like the other objectives.
+    """
+    check_labels(y, net.num_classes)
+    if net.num_layers < 2:
+        raise ValueError("reweighted wake-sleep needs a hidden layer (a net without one is an RBM-like pair)")
+    if particles < 1:
+        raise ValueError(f"particles must be >= 1, got {particles}")
+    logits = net(x0)
+    log_p, log_q = wake_particles(net, x0, y, particles, generator)
+    log_w = (log_p - log_q).detach()
+    w = torch.softmax(log_w, 0)
+    bound = log_w.logsumexp(0) - math.log(particles)
+    generative = -(w * log_p).sum(0).mean()
+    if wake_phi_weight:
+        generative = generative - wake_phi_weight * (w * log_q).sum(0).mean()
+    if sleep_weight:
+        dx, dy, dh = sleep_dreams(net, len(x0), generator=generator)
+        dream = ChainEnergy(net, dx, dy).terms(dh, ("forward", "forward_end"))
+        generative = generative - sleep_weight * (dream["forward"] + dream["forward_end"]).mean()
+    parts = _combine(net, logits, y, -bound.mean(), 0.0, reduction, train_reverse=False)
+    scale = 1.0 / net.num_pixels if reduction == "mean" else 1.0
+    parts.total = parts.total + reverse_weight * scale * generative
+    return parts
+
+
+def _named(fn, **defaults):
+    """``fn`` with other default settings, under a new objective name (settings given still win)."""
+    def objective(net: DCIM, x0: torch.Tensor, y: torch.Tensor, **kwargs) -> ObjectiveParts:
+        for key, value in defaults.items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
+        return fn(net, x0, y, **kwargs)
+    objective.__doc__ = fn.__doc__
+    objective.defaults = defaults
+    return objective
+
+
+#: the objective ``--objective generative`` stands for (analysis/results/generator_comparison.md says why)
+GENERATIVE = "rws"
+
 OBJECTIVES = {
     "discriminative": discriminative_loss,
     "bidirectional": bidirectional_loss,
     "sampled-layer": sampled_layer_loss,
+    # tied reweighted wake-sleep: wake-θ + wake-φ; and wake-θ + sleep-φ (DESIGN.md §8)
+    "rws": _named(reweighted_wake_sleep_loss, wake_phi_weight=1.0, sleep_weight=0.0),
+    "wake-sleep": _named(reweighted_wake_sleep_loss, wake_phi_weight=0.0, sleep_weight=1.0),
 }
+OBJECTIVES["generative"] = OBJECTIVES[GENERATIVE]
 
 
 def get_objective(name: str):
-    """The objective function for ``"discriminative" | "bidirectional" | "sampled-layer"``."""
+    """The objective function for a name in :data:`OBJECTIVES` (``"discriminative"``, ``"bidirectional"``, ...)."""
     try:
         return OBJECTIVES[name]
     except KeyError:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, load_model
+from .classifier import classifier_consistency, load_classifier
 from .fit import OneLineParser
 from .generate import MODES, class_consistency, class_grid, generate, images_per_class, mean_pairwise_distance, predict
 from .plots import SAMPLE_TITLES, plot_sample_grid
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling modes (default 0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--out", metavar="FILE", help="the PNG to write (default RUN_DIR/samples_<mode>.png)")
+    p.add_argument("--classifier", metavar="FILE", help="an independent classifier (analysis/mnist_classifier.py): "
+                   "also print the fraction it assigns to the intended class")
     return p
 
 
@@ -49,7 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         net = load_model(args.run_dir, map_location=device).eval()
         classes = class_grid(net.num_classes, images_per_class(args.mode, args.per_class), device)
         images = generate(net, classes, args.mode, layer=args.layer, seed=args.seed)
-    except (CheckpointError, ConfigError, ValueError) as e:
+        judge = load_classifier(args.classifier, map_location=device) if args.classifier else None
+    except (CheckpointError, ConfigError, ValueError, OSError) as e:
         print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir)
@@ -58,6 +62,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plot_sample_grid(images, classes, pred, prob, out, title=SAMPLE_TITLES[args.mode])
     print(f"wrote {out}: {len(images)} images, class consistency {class_consistency(net, images, classes):.3f}, "
           f"mean within-class distance {mean_pairwise_distance(images, classes):.2f}")
+    if judge is not None:
+        classifier, accuracy = judge
+        print(f"independent classifier (MNIST test accuracy {accuracy:.4f}): class consistency "
+              f"{classifier_consistency(classifier, images, classes):.3f}")
     return 0
 
 

@@ -126,7 +126,8 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
 def objective_kwargs(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool) -> dict[str, Any]:
     return dict(reverse_weight=cfg.reverse_weight, reduction=cfg.reverse_reduction, layer=cfg.sample_layer,
                 code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse,
-                approximation=cfg.approximation)
+                approximation=cfg.approximation, particles=cfg.particles, wake_phi_weight=cfg.wake_phi_weight,
+                sleep_weight=cfg.sleep_weight)
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -171,6 +172,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
     data = load_splits(cfg, device)
     seed_everything(cfg.seed)  # the initial weights
     net = build_model(cfg, tuple(data.train_x.shape[1:])).to(device)
+    if cfg.untie:  # before the optimiser sees the parameters; made equal again after the initialisation
+        net.untie()
     n_labels = int(data.train_y.max()) + 1
     if net.num_classes < n_labels:
         raise SpecError(f"the spec's last layer has {net.num_classes} classes but {cfg.dataset} has labels "
@@ -201,6 +204,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         if (stored.spec, stored.input_shape, stored.units.name) != (net.spec, net.input_shape, net.units.name):
             raise CheckpointError(f"{run_dir}: the checkpoint holds spec {stored.spec} ({stored.units.name}) "
                                   f"but the config asks for {net.spec} ({net.units.name})")
+        if stored.tied != net.tied:
+            raise CheckpointError(f"{run_dir}: the checkpoint holds a {'tied' if stored.tied else 'untied'} net "
+                                  f"but the config asks for {'an untied' if cfg.untie else 'a tied'} one")
         net.load_state_dict(stored.state_dict())
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"], generator)
@@ -211,6 +217,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
         initialise(net, cfg.init, data.train_x[:1024])  # "data": centred pre-activations (init.py)
         if cfg.init_input_bias == "mean-image":
             init_input_bias(net, data.train_x)
+        net.sync_reverse_weights()  # --untie: both copies start from the initialised weights
     if is_main:
         runs.write_config(run_dir, asdict(cfg))
         runs.write_metrics(run_dir, history)
@@ -233,7 +240,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, lo
     # discriminative net's reverse loss is measured in the eval pass, not per step
     model = distributed.wrap(
         distributed.ObjectiveModule(net, objective, **objective_kwargs(cfg, generator, report_reverse=False)),
-        device, find_unused_parameters=cfg.objective == "discriminative")
+        device, find_unused_parameters=cfg.objective == "discriminative" or cfg.untie)
     if cfg.compile:
         model = torch.compile(model)
     n_train = len(data.train_x)

@@ -37,7 +37,7 @@ def test_parts_are_the_cross_entropies():
     with pytest.raises(ValueError, match="reduction"):
         bidirectional_loss(net, x0, y, reduction="median")
     with pytest.raises(ValueError, match="unknown objective"):
-        get_objective("generative")
+        get_objective("no-such-objective")
 
 
 @pytest.mark.parametrize("name", ["discriminative", "bidirectional", "sampled-layer"])

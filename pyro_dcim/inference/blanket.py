@@ -84,7 +84,7 @@ class LayerBlanket:
     # -- dense: one unit per colour, its column of W ------------------------------------------
     def _dense_colours(self) -> list[Colour]:
         # unit i's column of the child map: W^{k+1}[:, i] forward, row i of W^k reverse (W^kᵀ e_i)
-        weight = self.layer.weight.detach()
+        weight = self.chain.child_weight(self.k).detach()
         cols = (weight.T if self.chain.forward else weight) * self.step
         m = cols.shape[0]
         idx = torch.arange(m, device=cols.device)

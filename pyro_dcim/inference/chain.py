@@ -109,9 +109,16 @@ class Chain:
     def child_adjoint(self, k: int, child: torch.Tensor) -> torch.Tensor:
         """The transpose of :meth:`child_linear`: ``W^{k+1}ᵀ c`` forward, ``W^k c`` reverse, shaped like ``x^k``."""
         if self.forward:
-            return self.net.layers[k].adjoint(child)
+            return self.net.layers[k].weight_transpose(child)
         layer = self.net.layers[k - 1]
-        return layer(child) - layer.bias
+        if layer.tied:  # the forward map less its bias, as it always was tied
+            return layer(child) - layer.bias
+        return layer.adjoint_transpose(child)
+
+    def child_weight(self, k: int) -> torch.Tensor:
+        """The weight of the map from ``x^k`` to its child: ``W^{k+1}`` forward, ``W^k``'s reverse copy
+        (``W^k`` itself when tied) reverse."""
+        return self.net.layers[k].weight if self.forward else self.net.layers[k - 1].adjoint_weight
 
     def child_layer(self, k: int) -> torch.nn.Module:
         """The tied layer between ``x^k`` and its child (``W^{k+1}`` forward, ``W^k`` reverse)."""
@@ -133,3 +140,17 @@ class Chain:
             return a.gather(-1, idx[..., :1]).squeeze(-1) - preact.logsumexp(-1)
         event = len(self.net.shapes[self.child(k)])
         return bernoulli_log_prob(self.units.bit_logits(preact), target).flatten(-event).sum(-1)
+
+    @torch.no_grad()
+    def sample(self, start: torch.Tensor, particles: int = 1,
+               generator: Optional[torch.Generator] = None) -> dict[int, torch.Tensor]:
+        """Ancestral draws of the hidden layers given the start state: ``{k: bits (particles, batch, m_k)}``,
+        flat float 0/1 (the layout :class:`~pyro_dcim.inference.energy.ChainEnergy` scores)."""
+        parent, out = start, {}
+        for k in self.order:
+            p = torch.sigmoid(self.logits(k, parent))
+            p = p.expand(particles, *p.shape[-1 - len(self.net.shapes[k]):])
+            bits = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype).lt_(p).to(p.dtype)
+            parent = self.units.state(bits)
+            out[k] = bits.flatten(2)
+        return out

@@ -1,0 +1,53 @@
+"""An independent judge of generated digits: a plain CNN classifier, not a DCIM.
+
+Class consistency measured by the run's own forward model can flatter its own reverse model
+(the two share weights); a separately trained network cannot.  ``analysis/mnist_classifier.py``
+trains one on MNIST (half of its batches binarised, so it reads ancestral samples too) and
+saves it with :func:`save_classifier`; ``python -m pyro_dcim.sample RUN --classifier FILE`` and
+``analysis/generator_comparison.py`` load it with :func:`load_classifier`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import torch
+from torch import nn
+
+__all__ = ["PlainCNN", "save_classifier", "load_classifier", "classifier_consistency"]
+
+
+class PlainCNN(nn.Module):
+    """conv 5x5 (16) - pool - conv 5x5 (32) - pool - dense 128 - 10, ReLU; input ``(N, 1, 28, 28)`` in [0, 1]."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.reshape(-1, 1, 28, 28)))
+
+
+def save_classifier(net: PlainCNN, path: Union[str, os.PathLike], test_accuracy: float) -> None:
+    torch.save({"state_dict": net.state_dict(), "test_accuracy": test_accuracy}, path)
+
+
+def load_classifier(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"
+                    ) -> tuple[PlainCNN, float]:
+    """The classifier and its MNIST test accuracy as saved."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    net = PlainCNN()
+    net.load_state_dict(state["state_dict"])
+    return net.to(map_location).eval(), float(state["test_accuracy"])
+
+
+@torch.no_grad()
+def classifier_consistency(classifier: nn.Module, images: torch.Tensor, classes: torch.Tensor,
+                           batch_size: int = 1000) -> float:
+    """Fraction of ``images`` that ``classifier`` assigns to their intended ``classes``."""
+    pred = torch.cat([classifier(images[i:i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)])
+    return float((pred == classes.to(pred.device)).double().mean())
