@@ -131,14 +131,7 @@ def _increment(energy: ChainEnergy, start: str, bits: dict[int, torch.Tensor]) -
 def _draw_start(net: "DCIM", start: str, x0: torch.Tensor, y: torch.Tensor, chains: int) -> dict[int, torch.Tensor]:
     """Ancestral draws of ``f_0``: the reverse chain from ``y`` or the forward chain from ``x^0``."""
     chain = Chain(net, "reverse" if start == "prior" else "forward")
-    parent, out = chain.start_state(x0, y), {}
-    for k in chain.order:
-        p = torch.sigmoid(chain.logits(k, parent))
-        p = p.expand(chains, *p.shape[-1 - len(net.shapes[k]):])
-        out[k] = torch.rand_like(p).lt_(p).to(p.dtype)
-        parent = net.units.state(out[k])
-        out[k] = out[k].flatten(2)
-    return out
+    return chain.sample(chain.start_state(x0, y), chains)
 
 
 @torch.no_grad()
