@@ -200,7 +200,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = args.out or args.run_dir / "likelihood"
         write(summary, out)
         print(f"wrote {out}/per_image.csv, summary.json")
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Wait for every rank, then tear the group down: a gloo group left to the interpreter's exit
+    can abort a rank ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
