@@ -58,7 +58,7 @@ def train_classifier(data_dir: str, epochs: int = 3, seed: int = 0, log=print) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default="/work/shared/data/mnist")
+    p.add_argument("--data-dir", default="../shared/data/mnist")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT / "mnist_cnn.pt")
