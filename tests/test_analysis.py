@@ -123,6 +123,22 @@ def test_bdmc_sweep_script_keeps_rows_and_adds_new_ones(tmp_path, tiny_runs):
     assert (tmp_path / "bdmc_sweep.png").read_bytes()[:8] == PNG
 
 
+def test_ais_truth_script_resumes_by_chunks(tmp_path, tiny_runs):
+    args = [str(tiny_runs[1]), "--steps", "3", "--chains", "2", "--chunk", "2", "--out", str(tmp_path)]
+    out = _script("ais_truth.py", *args, "--images", "3", quick=False)
+    assert out.count("digits ") == 2                      # chunks {0, 1} and {2}
+    first = json.loads((tmp_path / "ais_truth.json").read_text())
+    out = _script("ais_truth.py", *args, "--images", "4", quick=False)
+    assert out.count("digits ") == 1                      # only digit 3 is new
+    (record,) = json.loads((tmp_path / "ais_truth.json").read_text()).values()
+    assert sorted(record["digits"], key=int) == ["0", "1", "2", "3"]
+    (old,) = first.values()
+    assert all(record["digits"][i] == old["digits"][i] for i in old["digits"])
+    assert all(len(d["log_weights"]) == 2 and d["estimate"] < 0 for d in record["digits"].values())
+    (row,) = _table_rows((tmp_path / "ais_truth.md").read_text())[1:]
+    assert row[3] == "4" and float(row[4]) > 0
+
+
 # -- the estimators behind the tables -------------------------------------------------------
 def _tiny_reverse_case(scale: float, seed: int = 0):
     net = random_dcim([5, 4], 8, 3, scale, seed=seed)

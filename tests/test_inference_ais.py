@@ -208,3 +208,8 @@ def test_fast_softplus_forms_are_exact():
     ref = torch.nn.functional.logsigmoid(rows.abs()).sum(-1)
     assert torch.allclose(log_sigmoid_abs_sum(rows), ref, atol=1e-9, rtol=0)
     assert math.isfinite(float(log_sigmoid_abs_sum(rows.float()).sum()))
+    # float32 rows: products of up to 100 factors in float32, then float64
+    for m in (784, 2500, 97):
+        rows = torch.randn(3, m, dtype=torch.float64) * 30
+        ref = torch.nn.functional.logsigmoid(rows.abs()).sum(-1)
+        assert torch.allclose(log_sigmoid_abs_sum(rows.float()), ref, atol=1e-3, rtol=1e-5)

@@ -61,14 +61,27 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 
 #: ``σ(|x|) ≥ 1/2``, so a float64 product of this many never underflows (2^-1000 > 1e-302).
 _PRODUCT_TERMS = 1000
+#: ... and a float32 product of this many stays a normal number (2^-100 > 1.2e-38).
+_FLOAT32_TERMS = 100
 
 
 def log_sigmoid_abs_sum(x: torch.Tensor) -> torch.Tensor:
-    """``Σ_j log σ(|x_j|)`` over the last dimension, as the log of float64 products: one
-    logarithm per row instead of one per element."""
-    p = torch.sigmoid(x.abs()).double()
+    """``Σ_j log σ(|x_j|)`` over the last dimension, as the log of products: one logarithm per
+    row instead of one per element.  float64 result."""
+    return _log_sigmoid_sum_(x.abs())
+
+
+def _log_sigmoid_sum_(a: torch.Tensor) -> torch.Tensor:
+    """``Σ_j log σ(a_j)`` for ``a ≥ 0``, overwriting ``a``.  Products of up to
+    :data:`_FLOAT32_TERMS` factors are taken in ``a``'s dtype, then in float64."""
+    p = a.sigmoid_()
+    m = p.shape[-1]
+    part = next((d for d in range(min(m, _FLOAT32_TERMS), 15, -1) if m % d == 0), 0)
+    if part and p.dtype in (torch.float32, torch.float64):
+        p = p.unflatten(-1, (m // part, part)).prod(-1)
+    p = p.double()
     parts = p.tensor_split(max(1, -(-p.shape[-1] // _PRODUCT_TERMS)), -1)
-    return sum(part.prod(-1).log() for part in parts)
+    return sum(q.prod(-1).log() for q in parts)
 
 
 def _take(t: torch.Tensor, idx: Union[slice, torch.Tensor]) -> torch.Tensor:
@@ -98,6 +111,8 @@ class _ChildTerm:
         self.log_part: Optional[torch.Tensor] = None
         if not categorical:
             self.log_part = log_sigmoid_abs_sum(logits) if dense else softplus(logits)
+        if dense and not categorical:
+            self.abs_sum = logits.abs().sum(-1)
         self._alt: Optional[torch.Tensor] = None
         self._alt_log: Optional[torch.Tensor] = None
 
@@ -116,9 +131,14 @@ class _ChildTerm:
         self._alt = alt = torch.addcmul(a, so, step)
         self._sign = so
         if col.children is None:
-            # Σ softplus(alt) − Σ softplus(L) = Σ (relu(alt) − relu(L)) − log Π σ(|alt|) / Π σ(|L|)
-            self._alt_log = log_sigmoid_abs_sum(alt)
-            d = (alt.clamp_min(0) - a.clamp_min(0)).sum(-1) - (self._alt_log - self.log_part).to(alt.dtype)
+            # softplus(x) = relu(x) − log σ(|x|) and relu(x) = (x + |x|) / 2, so
+            # Σ softplus(alt) − Σ softplus(L) = (s Σ ΔL + Σ|alt| − Σ|L|) / 2 − log Π σ(|alt|) / Π σ(|L|):
+            # |alt| is the only full-width pass besides σ and the product
+            ab = alt.abs()
+            self._alt_abs = ab.sum(-1)
+            self._alt_log = _log_sigmoid_sum_(ab)
+            relu = 0.5 * (so.squeeze(-1) * step.sum(-1) + self._alt_abs - self.abs_sum)
+            d = relu - (self._alt_log - self.log_part).to(alt.dtype)
             return -self.weight * sign * d.unsqueeze(-1)
         self._alt_log = spa = softplus(alt)
         d = spa - (self.log_part if self._whole else _take(self.log_part, col.children))
@@ -130,7 +150,9 @@ class _ChildTerm:
         if col.children is None and not self.categorical:
             # L += flip · sign · ΔL: one fused pass, cheaper than selecting between L and alt
             self.logits.addcmul_(fo * self._sign, self._step)
-            self.log_part = torch.where(fo.squeeze(-1), self._alt_log, self.log_part)
+            fo = fo.squeeze(-1)
+            self.log_part = torch.where(fo, self._alt_log, self.log_part)
+            self.abs_sum = torch.where(fo, self._alt_abs, self.abs_sum)
         elif self._whole:
             self.logits = torch.where(fo, self._alt, self.logits)
             if not self.categorical:
