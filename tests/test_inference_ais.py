@@ -18,7 +18,8 @@ from pyro_dcim.inference.ais import (
     bdmc,
     simulate,
 )
-from pyro_dcim.inference.energy import ChainEnergy, log_sigmoid_abs_sum, softplus
+from pyro_dcim.inference.energy import ChainEnergy
+from pyro_dcim.inference.logistic import log_sigmoid_abs_sum, softplus
 from pyro_dcim.pyro_models import hidden_site
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
@@ -213,3 +214,31 @@ def test_fast_softplus_forms_are_exact():
         rows = torch.randn(3, m, dtype=torch.float64) * 30
         ref = torch.nn.functional.logsigmoid(rows.abs()).sum(-1)
         assert torch.allclose(log_sigmoid_abs_sum(rows.float()), ref, atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("units,dtype", [("01", torch.float64), ("pm1", torch.float32)])
+def test_lattice_update_matches_the_general_path(units, dtype, monkeypatch):
+    """The conv layers' strided-view update draws what the index-gather path draws, with the
+    same conditionals: on a net too big to enumerate, with many channels and both directions."""
+    spec = [(3, 1, 4, 1), (3, 1, 5, 1), (2, 2, 3, 0), 5, 3]      # x1, x2: 4 and 5 channels of 8x8
+    net = random_net(spec, (1, 8, 8), units, seed=3, scale=0.7).to(dtype)
+    x0, y = random_batch(net, 3, seed=1)
+    x0 = x0.to(dtype)
+    weights = {"forward": 0.4, "forward_end": 0.4, "reverse": 0.6, "reverse_end": 0.6}
+    runs = []
+    for general in (False, True):
+        if general:
+            monkeypatch.setattr(ChainEnergy, "_lattice", lambda *a, **k: False)
+        energy = ChainEnergy(net, x0, y)
+        torch.manual_seed(0)
+        bits = {k: torch.bernoulli(torch.full((2, 3, math.prod(net.shapes[k])), 0.5, dtype=dtype))
+                for k in energy.hidden}
+        probs = {k: torch.zeros_like(v) for k, v in bits.items()}
+        for _ in range(2):
+            energy.sweep(bits, weights, probs)
+        runs.append((bits, probs))
+    (b1, p1), (b2, p2) = runs
+    for k in b1:
+        assert torch.equal(b1[k], b2[k])
+        assert torch.allclose(p1[k], p2[k], atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=0)
+    assert 0.05 < float(torch.cat([p.flatten() for p in p1.values()]).mean()) < 0.95

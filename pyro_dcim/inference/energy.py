@@ -37,6 +37,7 @@ import torch
 from .blanket import Colour, LayerBlanket
 from .chain import Chain
 from .lattice import LatticeTerm, lattice_deltas, lattice_update
+from .logistic import log_sigmoid_abs_sum, log_sigmoid_sum_, softplus
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -49,39 +50,6 @@ TERMS = ("forward", "forward_end", "reverse", "reverse_end")
 def posterior_weights(direction: str) -> dict[str, float]:
     """The weights of the posterior ``p(h | x^0, y)`` of one chain."""
     return {direction: 1.0, f"{direction}_end": 1.0}
-
-
-def softplus(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 + e^x) = max(x, 0) − log σ(|x|)``: exact, and several times faster than
-    ``F.softplus`` in float32 on CPU (whose ``log1p`` is not vectorised)."""
-    s = torch.sigmoid(x.abs())
-    # in place only when nothing is recorded for backward (the objectives differentiate the terms)
-    return x.clamp_min(0) - (s.log() if x.requires_grad else s.log_())
-
-
-#: ``σ(|x|) ≥ 1/2``, so a float64 product of this many never underflows (2^-1000 > 1e-302).
-_PRODUCT_TERMS = 1000
-#: ... and a float32 product of this many stays a normal number (2^-100 > 1.2e-38).
-_FLOAT32_TERMS = 100
-
-
-def log_sigmoid_abs_sum(x: torch.Tensor) -> torch.Tensor:
-    """``Σ_j log σ(|x_j|)`` over the last dimension, as the log of products: one logarithm per
-    row instead of one per element.  float64 result."""
-    return _log_sigmoid_sum_(x.abs())
-
-
-def _log_sigmoid_sum_(a: torch.Tensor) -> torch.Tensor:
-    """``Σ_j log σ(a_j)`` for ``a ≥ 0``, overwriting ``a``.  Products of up to
-    :data:`_FLOAT32_TERMS` factors are taken in ``a``'s dtype, then in float64."""
-    p = a.sigmoid_()
-    m = p.shape[-1]
-    part = next((d for d in range(min(m, _FLOAT32_TERMS), 15, -1) if m % d == 0), 0)
-    if part and p.dtype in (torch.float32, torch.float64):
-        p = p.unflatten(-1, (m // part, part)).prod(-1)
-    p = p.double()
-    parts = p.tensor_split(max(1, -(-p.shape[-1] // _PRODUCT_TERMS)), -1)
-    return sum(q.prod(-1).log() for q in parts)
 
 
 def _take(t: torch.Tensor, idx: Union[slice, torch.Tensor]) -> torch.Tensor:
@@ -134,11 +102,12 @@ class _ChildTerm:
             # softplus(x) = relu(x) − log σ(|x|) and relu(x) = (x + |x|) / 2, so
             # Σ softplus(alt) − Σ softplus(L) = (s Σ ΔL + Σ|alt| − Σ|L|) / 2 − log Π σ(|alt|) / Π σ(|L|):
             # |alt| is the only full-width pass besides σ and the product
-            ab = alt.abs()
+            ab = alt.abs_()          # alt itself is not kept: accept adds flip · sign · ΔL to L
+            self._alt = None
             self._alt_abs = ab.sum(-1)
-            self._alt_log = _log_sigmoid_sum_(ab)
+            self._alt_log = log_sigmoid_sum_(ab)
             relu = 0.5 * (so.squeeze(-1) * step.sum(-1) + self._alt_abs - self.abs_sum)
-            d = relu - (self._alt_log - self.log_part).to(alt.dtype)
+            d = relu - (self._alt_log - self.log_part).to(ab.dtype)
             return -self.weight * sign * d.unsqueeze(-1)
         self._alt_log = spa = softplus(alt)
         d = spa - (self.log_part if self._whole else _take(self.log_part, col.children))
@@ -337,8 +306,8 @@ class ChainEnergy:
         for t, b in zip(terms, blankets):
             key = ("lattice", k, t.chain.direction, period)
             if key not in self._plans:
-                self._plans[key] = lattice_deltas(b, period)
-            lattice.append(LatticeTerm(b, t.weight, t.logits, self._plans[key], softplus))
+                self._plans[key] = (lattice_deltas(b, period), {})
+            lattice.append(LatticeTerm(b, t.weight, t.logits, *self._plans[key]))
         lattice_update(x, own, shape, lattice, period, probs)
         return True
 
