@@ -185,7 +185,7 @@ def ap2(net: "DCIM", start: torch.Tensor, *, direction: str = "forward", layer: 
                 logits = m
                 break
             # Var(a_c − a_c') = Σ_j (W_cj − W_c'j)² v_j: one product with the C² squared row differences
-            lay = net.layers[-1]
+            lay = net.parent_layer(k)
             w = lay.weight
             vx = v.flatten(-len(lay.in_shape)) if len(lay.in_shape) > 1 else v
             diff2 = (w[:, None, :] - w[None, :, :]).square().reshape(-1, w.shape[1])

@@ -123,8 +123,8 @@ class _Problem:
         last = self.hidden[-1] if self.hidden else self.layer
         if self.chain.end_is_class(last):
             # E a_y − log Σ_c E e^{a_c}: Jensen, with the exact moment generating function of q
-            lay = self.net.layers[-1]
-            a_mean = lay(mean)
+            n = self.net.num_layers
+            lay, a_mean = self.net.parent_layer(n), self.net.preactivation(n, mean)
             y = self.end.long().unsqueeze(-1).expand(*a_mean.shape[:-1], 1)
             flat = (q.flatten(-len(lay.in_shape)) if len(lay.in_shape) > 1 else q)[..., None, :]
             # log E e^{w x} = log(1 − q + q e^{w}) for {0,1}; −w + log(1 − q + q e^{2w}) for ±1: finite at q ∈ {0, 1}
