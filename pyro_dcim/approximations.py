@@ -80,11 +80,6 @@ def unit_variance(units, mean: torch.Tensor) -> torch.Tensor:
     return mean * (1 - mean) if units.name == "01" else 1 - mean.square()
 
 
-def _logit_scale(units) -> float:
-    """``c`` in ``bit logit = c · a``: 1 for {0,1}, 2 for ±1 (eq. 9: ``p(x=1|a) = σ(2a)``)."""
-    return 1.0 if units.name == "01" else 2.0
-
-
 def probit_logit(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``t`` with ``σ(t) ≈ E σ(z)`` for ``z ~ N(mean, var)``: ``mean / √(1 + π var / 8)``.
 
@@ -95,7 +90,7 @@ def probit_logit(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
 
 def _effective_preactivation(units, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``a_eff`` with ``σ(c a_eff) ≈ E σ(c a)``, ``a ~ N(mean, var)``; the probit acts on the bit logit ``c a``."""
-    c = _logit_scale(units)
+    c = units.logit_scale
     return probit_logit(c * mean, c * c * var) / c
 
 

@@ -83,6 +83,7 @@ def test_the_conditionals_of_both_chains(units):
         for layer in net.layers:
             layer.reverse_weight.add_(torch.randn_like(layer.reverse_weight))
     c = 1.0 if units == "01" else 2.0
+    assert net.units.logit_scale == c
     (w1, w2), (r1, r2) = [lay.weight for lay in net.layers], [lay.reverse_weight for lay in net.layers]
     b0, b1, b2 = (net.bias(k) for k in range(3))
     x0 = net.units.state(torch.rand(6, 4, dtype=torch.float64))

@@ -88,7 +88,7 @@ class _Problem:
         self.net, self.start, self.layer, self.hidden, self.end = net, start, layer, hidden, end
         self.chain = Chain(net, direction)
         self.units = net.units
-        self.c = 1.0 if self.units.name == "01" else 2.0
+        self.c = self.units.logit_scale
 
     def _moments(self, k: int, mean: torch.Tensor, var: Optional[torch.Tensor]):
         """Mean and variance of ``x^k``'s bit logits given its parent's mean and variance (``None``: observed)."""
@@ -250,7 +250,7 @@ def variational_pass(net: "DCIM", start: torch.Tensor, *, direction: str = "forw
     probit approximation.  Effective pre-activations are ``θ / c`` (``bit_logits`` gives ``θ``).
     """
     n = net.num_layers
-    c = 1.0 if net.units.name == "01" else 2.0
+    c = net.units.logit_scale
     last = n if upto is None else min(upto, n)
     has_hidden = (layer + 1 <= min(last, n - 1)) if direction == "forward" else layer > 1
     if not has_hidden:   # nothing to fit: the one conditional is factorised and (2) is exact
