@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from ..units import log1p_exp
-from ..validation import DIRECTIONS, check_direction, check_images, check_labels
+from ..validation import check_direction, check_images, check_labels
 
 if TYPE_CHECKING:
     from ..model import DCIM
 
-__all__ = ["Chain", "check_direction", "DIRECTIONS"]
+__all__ = ["Chain"]
 
 
 def bernoulli_log_prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
