@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from .model import DCIM
 
 __all__ = ["Pass", "APPROXIMATIONS", "get_approximation", "check_approximation", "first_order", "ap2", "variational",
-           "squared_map", "unit_variance", "probit_logit", "softmax_expectation_logits", "PROBIT_CONSTANT"]
+           "squared_map", "preactivation_variance", "unit_variance", "probit_logit", "softmax_expectation_logits",
+           "PROBIT_CONSTANT"]
 
 #: ``λ²`` of ``σ(t) ≈ Φ(λ t)``: ``π / 8`` matches the slopes at 0 (``σ'(0) = 1/4 = λ φ(0)``; MacKay 1992).
 PROBIT_CONSTANT = math.pi / 8
@@ -68,14 +69,15 @@ def squared_map(layer: torch.nn.Module, v: torch.Tensor, adjoint: bool = False) 
     return F.linear(v, w2)
 
 
+def preactivation_variance(net: "DCIM", k: int, var: torch.Tensor, direction: str = "forward") -> torch.Tensor:
+    """``Var a^k = (W∘W) v``: the variance of ``x^k``'s pre-activation (:meth:`DCIM.preactivation`)
+    when its parent's units are independent with variances ``v``."""
+    return squared_map(net.parent_layer(k, direction), var, adjoint=direction == "reverse")
+
+
 def unit_variance(units, mean: torch.Tensor) -> torch.Tensor:
     """``Var x`` of a binary unit from its mean: ``μ(1−μ)`` for {0,1}, ``1−μ²`` for ±1."""
     return mean * (1 - mean) if units.name == "01" else 1 - mean.square()
-
-
-def _logit_scale(units) -> float:
-    """``c`` in ``bit logit = c · a``: 1 for {0,1}, 2 for ±1 (eq. 9: ``p(x=1|a) = σ(2a)``)."""
-    return 1.0 if units.name == "01" else 2.0
 
 
 def probit_logit(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -88,7 +90,7 @@ def probit_logit(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
 
 def _effective_preactivation(units, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``a_eff`` with ``σ(c a_eff) ≈ E σ(c a)``, ``a ~ N(mean, var)``; the probit acts on the bit logit ``c a``."""
-    c = _logit_scale(units)
+    c = units.logit_scale
     return probit_logit(c * mean, c * c * var) / c
 
 
@@ -118,15 +120,15 @@ def _pairwise_softmax_logits(mean: torch.Tensor, var_diff: torch.Tensor) -> torc
 
 # -- the approximations ------------------------------------------------------------------------
 def _steps(net: "DCIM", direction: str, layer: int, upto: Optional[int]):
-    """``(layer module, adjoint?, bias below or None, is_end)`` for each step of the pass."""
+    """``(k, is_end)`` for each layer the pass reaches from ``layer``: the class or the image is the end."""
     n = net.num_layers
     if direction == "forward":
         last = n if upto is None else min(upto, n)
         for k in range(layer + 1, last + 1):
-            yield net.layers[k - 1], False, None, k == n
+            yield k, k == n
         return
-    for j in range(layer, 0, -1):
-        yield net.layers[j - 1], True, net.bias(j - 1), j == 1
+    for k in range(layer - 1, -1, -1):
+        yield k, k == 0
 
 
 def first_order(net: "DCIM", start: torch.Tensor, *, direction: str = "forward", layer: int = 0,
@@ -135,11 +137,11 @@ def first_order(net: "DCIM", start: torch.Tensor, *, direction: str = "forward",
     units, h = net.units, start
     hidden, pre = [], []
     logits = h.new_empty(0)
-    for lay, adjoint, bias, end in _steps(net, direction, layer, upto):
-        a = lay.adjoint(h) + bias if adjoint else lay(h)
+    for k, end in _steps(net, direction, layer, upto):
         if end:
-            logits = units.bit_logits(a) if adjoint else a
+            logits = net.conditional_logits(k, h, direction)
             break
+        a = net.preactivation(k, h, direction)
         h = units.mean(a)
         pre.append(a)
         hidden.append(h)
@@ -171,19 +173,20 @@ def ap2(net: "DCIM", start: torch.Tensor, *, direction: str = "forward", layer: 
     v = _start_variance(net, start, direction, layer)   # None: observed, no variance
     hidden, pre = [], []
     logits = h.new_empty(0)
-    for lay, adjoint, bias, end in _steps(net, direction, layer, upto):
-        m = lay.adjoint(h) + bias if adjoint else lay(h)
-        if end and not adjoint:
+    for k, end in _steps(net, direction, layer, upto):
+        m = net.preactivation(k, h, direction)
+        if end and direction == "forward":
             if v is None:
                 logits = m
                 break
             # Var(a_c − a_c') = Σ_j (W_cj − W_c'j)² v_j: one product with the C² squared row differences
+            lay = net.parent_layer(k)
             w = lay.weight
             vx = v.flatten(-len(lay.in_shape)) if len(lay.in_shape) > 1 else v
             diff2 = (w[:, None, :] - w[None, :, :]).square().reshape(-1, w.shape[1])
             logits = _pairwise_softmax_logits(m, F.linear(vx, diff2).unflatten(-1, (w.shape[0], w.shape[0])))
             break
-        a = m if v is None else _effective_preactivation(units, m, squared_map(lay, v, adjoint=adjoint))
+        a = m if v is None else _effective_preactivation(units, m, preactivation_variance(net, k, v, direction))
         if end:
             logits = units.bit_logits(a)
             break

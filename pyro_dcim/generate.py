@@ -41,9 +41,9 @@ def _sample_down_to(net: DCIM, classes: torch.Tensor, layer: int, generator: Opt
                     ) -> torch.Tensor:
     """Sample ``x^{n-1}, …, x^{layer}`` ancestrally from the class (eq. 17); the state of ``x^{layer}``."""
     h = net.class_state(classes)
-    for j in range(net.num_layers, layer, -1):
-        a = net.layers[j - 1].adjoint(h) + net.bias(j - 1)
-        h = net.units.state(torch.bernoulli(torch.sigmoid(net.units.bit_logits(a)), generator=generator))
+    for k in range(net.num_layers - 1, layer - 1, -1):
+        p = torch.sigmoid(net.conditional_logits(k, h, "reverse"))
+        h = net.units.state(torch.bernoulli(p, generator=generator))
     return h
 
 

@@ -7,7 +7,7 @@ shared by both directions, and ``b^0``, the input bias used only in reverse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from .approximations import get_approximation
 from .layers import make_layer
 from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
-from .validation import as_labels, check_images, check_labels, check_state
+from .validation import as_labels, check_direction, check_images, check_labels, check_state
 
 __all__ = ["DCIM", "ForwardMeanField", "ReverseMeanField"]
 
@@ -55,7 +55,14 @@ class DCIM(nn.Module):
 
     Build it from the paper's notation with :meth:`from_spec`.  Attribute
     ``layers[k-1]`` is ``W^k`` with its bias ``b^k``; ``input_bias`` is ``b^0``.
+    The Pyro models and guides of :mod:`pyro_dcim.pyro_models` are its methods too.
     """
+
+    # Bound by pyro_models.py, which builds on this module: so this one does not import it.
+    forward_model: Callable[..., torch.Tensor]
+    reverse_model: Callable[..., torch.Tensor]
+    mean_field_guide: Callable[..., None]
+    reverse_mean_field_guide: Callable[..., None]
 
     def __init__(self, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True) -> None:
         super().__init__()
@@ -111,6 +118,30 @@ class DCIM(nn.Module):
     def bias(self, k: int) -> torch.Tensor:
         """``b^k``, for ``k = 0 .. n``."""
         return self.input_bias if k == 0 else self.layers[k - 1].bias
+
+    # -- the per-layer conditionals of both chains: every pass, model and engine steps through these
+    def preactivation(self, k: int, parent: torch.Tensor, direction: str = "forward") -> torch.Tensor:
+        """``a^k``, the pre-activation of ``x^k`` given its parent's state (or mean) in the unit encoding.
+
+        Forward (eq. 6), parent ``x^{k-1}``, ``k = 1 .. n``: ``a^k = W^k x^{k-1} + b^k``.
+        Reverse (eq. 18), parent ``x^{k+1}``, ``k = 0 .. n-1``: ``a^k = W^{k+1}ᵀ x^{k+1} + b^k``
+        (the reverse copy of ``W^{k+1}`` when untied).  So the pre-activation of ``x^k``'s child
+        ``c`` is ``preactivation(c, x^k, direction)``.  Shape ``(*batch, *shape_k)``.
+        """
+        if direction == "forward":
+            return self.layers[k - 1](parent)
+        check_direction(direction)
+        return self.layers[k].adjoint(parent) + self.bias(k)
+
+    def conditional_logits(self, k: int, parent: torch.Tensor, direction: str = "forward") -> torch.Tensor:
+        """Logits of ``p(x^k | parent)`` (indices as in :meth:`preactivation`): the Bernoulli logits of
+        ``x^k_i = 1`` (eq. 6-9, 17-18), or the class logits of the categorical ``x^n`` (eq. 15)."""
+        a = self.preactivation(k, parent, direction)
+        return a if k == self.num_layers and direction == "forward" else self.units.bit_logits(a)
+
+    def parent_layer(self, k: int, direction: str = "forward") -> nn.Module:
+        """The tied layer from ``x^k``'s parent to ``x^k``: ``W^k`` forward, ``W^{k+1}`` reverse (as its adjoint)."""
+        return self.layers[k - 1] if direction == "forward" else self.layers[k]
 
     # -- forward chain -------------------------------------------------------
     def forward_mean_field(self, x0: torch.Tensor, upto: Optional[int] = None,
@@ -177,31 +208,3 @@ class DCIM(nn.Module):
     def _reverse_from(self, h: torch.Tensor, k: int, approximation: str = "first-order") -> ReverseMeanField:
         p = get_approximation(approximation)(self, h, direction="reverse", layer=k)
         return ReverseMeanField(p.hidden, p.preactivations, p.logits)
-
-    # -- Pyro models and guides (pyro_models.py, which takes the net), bound to this module.
-    # Imported on call: pyro_models builds on this module, so model.py does not import it.
-    def forward_model(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """See :func:`pyro_dcim.pyro_models.forward_model`."""
-        from .pyro_models import forward_model
-
-        return forward_model(self, x0, y)
-
-    def reverse_model(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """See :func:`pyro_dcim.pyro_models.reverse_model`."""
-        from .pyro_models import reverse_model
-
-        return reverse_model(self, y, x0)
-
-    def mean_field_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None,
-                         approximation: str = "first-order") -> None:
-        """See :func:`pyro_dcim.pyro_models.mean_field_guide`."""
-        from .pyro_models import mean_field_guide
-
-        return mean_field_guide(self, x0, y, approximation=approximation)
-
-    def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None,
-                                 approximation: str = "first-order") -> None:
-        """See :func:`pyro_dcim.pyro_models.reverse_mean_field_guide`."""
-        from .pyro_models import reverse_mean_field_guide
-
-        return reverse_mean_field_guide(self, y, x0, approximation=approximation)

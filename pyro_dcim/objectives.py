@@ -201,7 +201,7 @@ def sleep_dreams(net: DCIM, num: int, class_prior: Optional[torch.Tensor] = None
         reverse = Chain(net, "reverse")
         h = reverse.sample(reverse.start_state(None, y), 1, generator)
         x1 = net.units.state(h[1].reshape(1, num, *net.shapes[1]))
-        p0 = torch.sigmoid(net.units.bit_logits(reverse.child_preactivation(1, x1)[0]))
+        p0 = torch.sigmoid(net.conditional_logits(0, x1, "reverse")[0])
         x0 = torch.rand(p0.shape, generator=generator, device=device, dtype=dtype).lt_(p0).to(dtype)
     return x0, y, h
 

@@ -17,17 +17,15 @@ narrow net exactly.  ``infer_discrete`` does not work: it needs scalar sites.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import pyro
 import pyro.distributions as dist
 import torch
 
+from .model import DCIM
 from .units import all_bit_states, log1p_exp
 from .validation import check_images, check_labels
-
-if TYPE_CHECKING:
-    from .model import DCIM
 
 __all__ = ["forward_model", "reverse_model", "mean_field_guide", "reverse_mean_field_guide",
            "hidden_site", "PLATE_NAME"]
@@ -105,7 +103,7 @@ def _batch_size(x: torch.Tensor, event_dims: int) -> int:
     return x.shape[-event_dims - 1] if x.dim() > event_dims else 1
 
 
-def forward_model(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = None,
+def forward_model(net: DCIM, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
                   name: str = "dcim") -> torch.Tensor:
     """``p(x^1 … x^n | x^0) = Π_k p(x^k | x^{k-1})`` (eq. 13), a sigmoid belief net.
 
@@ -116,18 +114,16 @@ def forward_model(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = Non
     check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
     if y is not None:
         check_labels(y, net.num_classes)
-    units = net.units
+    units, n = net.units, net.num_layers
     with pyro.plate(PLATE_NAME, _batch_size(x0, len(net.input_shape)), dim=-1):
         h = units.state(x0)
-        for k in range(1, net.num_layers):
-            a = net.layers[k - 1](h)
-            bits = pyro.sample(hidden_site(k), _bernoulli(units.bit_logits(a), len(net.shapes[k])))
+        for k in range(1, n):
+            bits = pyro.sample(hidden_site(k), _bernoulli(net.conditional_logits(k, h), len(net.shapes[k])))
             h = units.state(bits)
-        logits = net.layers[-1](h)
-        return pyro.sample("class", dist.Categorical(logits=logits), obs=y)
+        return pyro.sample("class", dist.Categorical(logits=net.conditional_logits(n, h)), obs=y)
 
 
-def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
+def reverse_model(net: DCIM, y: torch.Tensor, x0: Optional[torch.Tensor] = None, *,
                   name: str = "dcim") -> torch.Tensor:
     """``p(x^{n-1} … x^0 | x^n) = Π_k p(x^{k-1} | x^k)`` (eq. 17-18), tied by ``W^kᵀ``.
 
@@ -138,19 +134,16 @@ def reverse_model(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = Non
     pyro.module(name, net)
     if x0 is not None:
         check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
-    units = net.units
     h = net.class_state(y)
     with pyro.plate(PLATE_NAME, h.shape[-2] if h.dim() > 1 else 1, dim=-1):
-        for k in range(net.num_layers, 1, -1):
-            a = net.layers[k - 1].adjoint(h) + net.bias(k - 1)
-            bits = pyro.sample(hidden_site(k - 1), _bernoulli(units.bit_logits(a), len(net.shapes[k - 1])))
-            h = units.state(bits)
-        a = net.layers[0].adjoint(h) + net.input_bias
-        return pyro.sample("x0", _bernoulli(units.bit_logits(a), len(net.input_shape), soft=x0 is not None),
-                           obs=x0)
+        for k in range(net.num_layers - 1, 0, -1):
+            logits = net.conditional_logits(k, h, "reverse")
+            h = net.units.state(pyro.sample(hidden_site(k), _bernoulli(logits, len(net.shapes[k]))))
+        logits = net.conditional_logits(0, h, "reverse")
+        return pyro.sample("x0", _bernoulli(logits, len(net.input_shape), soft=x0 is not None), obs=x0)
 
 
-def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = None,
+def mean_field_guide(net: DCIM, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
                      name: str = "dcim", approximation: str = "first-order") -> None:
     """Deterministic guide for :func:`forward_model`: ``q(x^k) = Π_i Bernoulli(μ^k_i)``.
 
@@ -169,7 +162,7 @@ def mean_field_guide(net: "DCIM", x0: torch.Tensor, y: Optional[torch.Tensor] = 
             pyro.sample("class", dist.Categorical(logits=mf.logits))
 
 
-def reverse_mean_field_guide(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Tensor] = None,
+def reverse_mean_field_guide(net: DCIM, y: torch.Tensor, x0: Optional[torch.Tensor] = None, *,
                              name: str = "dcim", approximation: str = "first-order") -> None:
     """Deterministic guide for :func:`reverse_model`: ``q(x^k) = Π_i Bernoulli(ν^k_i)``.
 
@@ -184,3 +177,10 @@ def reverse_mean_field_guide(net: "DCIM", y: torch.Tensor, x0: Optional[torch.Te
             pyro.sample(hidden_site(k), _bernoulli(net.units.bit_logits(a), len(net.shapes[k])))
         if x0 is None:
             pyro.sample("x0", _bernoulli(rmf.logits, len(net.input_shape)))
+
+
+# The models as methods of the net (``net.forward_model``, as Pyro's inference classes take them),
+# bound where they are written, so that model.py, below this module, needs no import of it.
+for _fn in (forward_model, reverse_model, mean_field_guide, reverse_mean_field_guide):
+    setattr(DCIM, _fn.__name__, _fn)
+del _fn

@@ -28,6 +28,8 @@ def log1p_exp(logits: torch.Tensor) -> torch.Tensor:
 
 class Units:
     name: str
+    #: ``c`` in ``bit_logits(a) = c · a``: 1 for {0,1}, 2 for ±1 (eq. 9: ``p(x=1|a) = σ(2a)``).
+    logit_scale: float
 
     def state(self, bits: torch.Tensor) -> torch.Tensor:
         """The state ``x`` for bits (or bit probabilities) ``s``; linear, so it maps means to means."""
@@ -53,6 +55,7 @@ class ZeroOne(Units):
     """``x = s``: ``p(x=1|a) = σ(a)``, ``E[x] = σ(a)`` (eq. 6-7)."""
 
     name = "01"
+    logit_scale = 1.0
 
     def state(self, bits):
         return bits
@@ -71,6 +74,7 @@ class PlusMinusOne(Units):
     """``x = 2s - 1``: ``p(x=1|a) = σ(2a)``, ``E[x] = tanh(a)`` (eq. 8-9)."""
 
     name = "pm1"
+    logit_scale = 2.0
 
     def state(self, bits):
         return 2 * bits - 1

@@ -13,7 +13,16 @@ from typing import Any, Optional, Sequence
 import torch
 from pyro.infer.util import is_validation_enabled
 
-__all__ = ["check_images", "check_labels", "check_state", "as_labels"]
+__all__ = ["check_images", "check_labels", "check_state", "as_labels", "check_direction", "DIRECTIONS"]
+
+#: The two chains of the DCIM: forward (eq. 13) and reverse (eq. 17-18).
+DIRECTIONS = ("forward", "reverse")
+
+
+def check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+    return direction
 
 
 def check_images(x0: torch.Tensor, input_shape: Sequence[int], name: str = "x0",

@@ -75,6 +75,33 @@ def test_reverse_from_class_indices_equals_per_image_pass():
     assert all(torch.allclose(a, b) for a, b in zip(fast.hidden, slow.hidden))
 
 
+@pytest.mark.parametrize("units", ["01", "pm1"])
+def test_the_conditionals_of_both_chains(units):
+    """eq. (6-9) forward, (17-18) reverse with the reverse copy when untied, (15) the class."""
+    net = _net(units, spec=(5, 3), input_shape=(4,)).untie()
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.reverse_weight.add_(torch.randn_like(layer.reverse_weight))
+    c = 1.0 if units == "01" else 2.0
+    assert net.units.logit_scale == c
+    (w1, w2), (r1, r2) = [lay.weight for lay in net.layers], [lay.reverse_weight for lay in net.layers]
+    b0, b1, b2 = (net.bias(k) for k in range(3))
+    x0 = net.units.state(torch.rand(6, 4, dtype=torch.float64))
+    x1 = net.units.state(torch.randint(0, 2, (6, 5)).double())
+    onehot = net.class_state(torch.tensor([0, 1, 2, 0, 1, 2]))
+    torch.testing.assert_close(net.preactivation(1, x0), x0 @ w1.T + b1)
+    torch.testing.assert_close(net.conditional_logits(1, x0), c * (x0 @ w1.T + b1))
+    torch.testing.assert_close(net.conditional_logits(2, x1), x1 @ w2.T + b2)    # class logits: no c
+    torch.testing.assert_close(net.preactivation(1, onehot, "reverse"), onehot @ r2 + b1)
+    torch.testing.assert_close(net.conditional_logits(0, x1, "reverse"), c * (x1 @ r1 + b0))
+    assert net.parent_layer(1) is net.layers[0] and net.parent_layer(1, "reverse") is net.layers[1]
+    # the first-order passes are these conditionals iterated on means
+    mf = net.forward_mean_field(net.units.bit_probs(x0))
+    torch.testing.assert_close(mf.logits, net.conditional_logits(2, net.units.mean(net.preactivation(1, x0))))
+    with pytest.raises(ValueError, match="direction"):
+        net.preactivation(1, x1, "sideways")
+
+
 def test_bad_arguments():
     net = _net()
     with pytest.raises(ValueError, match="hidden layer"):
@@ -86,16 +113,16 @@ def test_bad_arguments():
 
 
 def test_model_does_not_import_the_pyro_models_that_build_on_it():
-    """No import cycle: pyro_models takes the net; model.py binds its functions on call."""
+    """No import cycle: pyro_models takes the net and binds its models as the net's methods."""
     import ast
     import inspect
 
     import pyro_dcim.model
 
     tree = ast.parse(inspect.getsource(pyro_dcim.model))
-    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    names = {alias.name for node in top_level for alias in node.names} | \
-        {node.module or "" for node in top_level if isinstance(node, ast.ImportFrom)}
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = {alias.name for node in imports for alias in node.names} | \
+        {node.module or "" for node in imports if isinstance(node, ast.ImportFrom)}
     assert not any("pyro_models" in name for name in names), names
     net = DCIM.from_spec([3, 2], input_shape=(4,))
     assert net.forward_model(torch.rand(5, 4)).shape == (5,)

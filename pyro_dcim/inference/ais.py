@@ -286,7 +286,7 @@ def simulate(net: "DCIM", num_images: int, *, class_prior: Optional[torch.Tensor
         bits = torch.bernoulli(p, generator=gen)
         h[hidden_site(k)] = bits
         parent = net.units.state(bits)
-    p0 = torch.sigmoid(net.units.bit_logits(chain.child_preactivation(1, parent)))
+    p0 = torch.sigmoid(net.conditional_logits(0, parent, "reverse"))
     x0 = torch.bernoulli(p0, generator=gen)
     return x0, y, h
 

@@ -1,11 +1,11 @@
-"""The DCIM's layer chain read in either direction, for estimators that need it state by state.
+"""The DCIM's layer chain read in one direction, for estimators that walk it state by state.
 
-The mean-field passes (:mod:`pyro_dcim.model`) propagate *means*; exact enumeration and
-Gibbs sampling need the *conditionals* of one layer given an arbitrary state of its
-neighbour, in the forward chain (eq. 13: ``p(x^k | x^{k-1})``, parent ``k-1``, child
-``k+1``) or the reverse chain (eq. 17-18: ``p(x^{k-1} | x^k)``, parent ``k+1``, child
-``k-1``).  :class:`Chain` gives those conditionals for both directions from the tied
-layers, so every engine reads the structure from one place.
+The conditionals themselves are the net's (:meth:`~pyro_dcim.model.DCIM.conditional_logits`,
+:meth:`~pyro_dcim.model.DCIM.preactivation`); :class:`Chain` fixes a direction and names the
+neighbours: the forward chain (eq. 13: ``p(x^k | x^{k-1})``, parent ``k-1``, child ``k+1``)
+or the reverse chain (eq. 17-18: ``p(x^{k-1} | x^k)``, parent ``k+1``, child ``k-1``), with
+the start, the far end and the tied layer between a layer and its child that exact
+enumeration, Gibbs sampling and AIS need.
 
 States are in the unit encoding (``net.units.state(bits)``); bits are float 0/1.
 """
@@ -17,20 +17,12 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from ..units import log1p_exp
-from ..validation import check_images, check_labels
+from ..validation import check_direction, check_images, check_labels
 
 if TYPE_CHECKING:
     from ..model import DCIM
 
-__all__ = ["Chain", "check_direction", "DIRECTIONS"]
-
-DIRECTIONS = ("forward", "reverse")
-
-
-def check_direction(direction: str) -> str:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
-    return direction
+__all__ = ["Chain"]
 
 
 def bernoulli_log_prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -84,33 +76,24 @@ class Chain:
 
     # -- the conditionals --------------------------------------------------------
     def logits(self, k: int, parent_state: torch.Tensor) -> torch.Tensor:
-        """Bit logits of ``p(x^k = 1 | parent)``: eq. (6) ``W^k x^{k-1} + b^k`` forward,
-        eq. (18) ``W^{k+1}ᵀ x^{k+1} + b^k`` reverse.  Shape ``(*batch, *shape_k)``."""
-        if self.forward:
-            a = self.net.layers[k - 1](parent_state)
-        else:
-            a = self.net.layers[k].adjoint(parent_state) + self.net.bias(k)
-        return self.units.bit_logits(a)
+        """Bit logits of ``p(x^k = 1 | parent)`` (:meth:`DCIM.conditional_logits`); ``(*batch, *shape_k)``."""
+        return self.net.conditional_logits(k, parent_state, self.direction)
 
     def child_preactivation(self, k: int, state: torch.Tensor) -> torch.Tensor:
         """Pre-activation of layer ``k``'s child given ``x^k`` (with the child's bias):
-        ``W^{k+1} x^k + b^{k+1}`` forward, ``W^kᵀ x^k + b^{k-1}`` reverse."""
-        if self.forward:
-            return self.net.layers[k](state)
-        return self.net.layers[k - 1].adjoint(state) + self.net.bias(k - 1)
+        ``W^{k+1} x^k + b^{k+1}`` forward, ``W^kᵀ x^k + b^{k-1}`` reverse (:meth:`DCIM.preactivation`)."""
+        return self.net.preactivation(self.child(k), state, self.direction)
 
     def child_linear(self, k: int, state: torch.Tensor) -> torch.Tensor:
         """The child pre-activation's linear part alone (``W^{k+1} x`` or ``W^kᵀ x``)."""
-        if self.forward:
-            layer = self.net.layers[k]
-            return layer(state) - layer.bias
-        return self.net.layers[k - 1].adjoint(state)
+        layer = self.child_layer(k)
+        return layer(state) - layer.bias if self.forward else layer.adjoint(state)
 
     def child_adjoint(self, k: int, child: torch.Tensor) -> torch.Tensor:
         """The transpose of :meth:`child_linear`: ``W^{k+1}ᵀ c`` forward, ``W^k c`` reverse, shaped like ``x^k``."""
+        layer = self.child_layer(k)
         if self.forward:
-            return self.net.layers[k].weight_transpose(child)
-        layer = self.net.layers[k - 1]
+            return layer.weight_transpose(child)
         if layer.tied:  # the forward map less its bias, as it always was tied
             return layer(child) - layer.bias
         return layer.adjoint_transpose(child)
@@ -118,11 +101,12 @@ class Chain:
     def child_weight(self, k: int) -> torch.Tensor:
         """The weight of the map from ``x^k`` to its child: ``W^{k+1}`` forward, ``W^k``'s reverse copy
         (``W^k`` itself when tied) reverse."""
-        return self.net.layers[k].weight if self.forward else self.net.layers[k - 1].adjoint_weight
+        layer = self.child_layer(k)
+        return layer.weight if self.forward else layer.adjoint_weight
 
     def child_layer(self, k: int) -> torch.nn.Module:
         """The tied layer between ``x^k`` and its child (``W^{k+1}`` forward, ``W^k`` reverse)."""
-        return self.net.layers[k] if self.forward else self.net.layers[k - 1]
+        return self.net.parent_layer(self.child(k), self.direction)
 
     def end_is_class(self, k: int) -> bool:
         """Is ``k``'s child the categorical class (the forward chain's last hidden layer)?"""

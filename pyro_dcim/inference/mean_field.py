@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from .chain import check_direction
+from ..validation import check_direction
 from .marginals import Marginals
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ import torch
 from pyro import poutine
 
 from ..pyro_models import hidden_site
-from .chain import check_direction
+from ..validation import check_direction
 from .marginals import Marginals
 from .weights import tail_length, weight_diagnostics
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
-from ..approximations import Pass, first_order, probit_logit, squared_map
+from ..approximations import Pass, first_order, preactivation_variance, probit_logit
 from .chain import Chain
 
 if TYPE_CHECKING:
@@ -88,19 +88,14 @@ class _Problem:
         self.net, self.start, self.layer, self.hidden, self.end = net, start, layer, hidden, end
         self.chain = Chain(net, direction)
         self.units = net.units
-        self.c = 1.0 if self.units.name == "01" else 2.0
-
-    def _parent_map(self, k: int):
-        """The tied layer into ``x^k`` from its parent, and whether it is applied as the adjoint."""
-        return (self.net.layers[k - 1], False) if self.chain.forward else (self.net.layers[k], True)
+        self.c = self.units.logit_scale
 
     def _moments(self, k: int, mean: torch.Tensor, var: Optional[torch.Tensor]):
         """Mean and variance of ``x^k``'s bit logits given its parent's mean and variance (``None``: observed)."""
         m = self.chain.logits(k, mean)
         if var is None:
             return m, torch.zeros_like(m)
-        lay, adjoint = self._parent_map(k)
-        return m, self.c ** 2 * squared_map(lay, var, adjoint=adjoint)
+        return m, self.c ** 2 * preactivation_variance(self.net, k, var, self.chain.direction)
 
     def _state_moments(self, q: torch.Tensor):
         return self.units.state(q), self.c ** 2 * q * (1 - q)
@@ -128,8 +123,8 @@ class _Problem:
         last = self.hidden[-1] if self.hidden else self.layer
         if self.chain.end_is_class(last):
             # E a_y − log Σ_c E e^{a_c}: Jensen, with the exact moment generating function of q
-            lay = self.net.layers[-1]
-            a_mean = lay(mean)
+            n = self.net.num_layers
+            lay, a_mean = self.net.parent_layer(n), self.net.preactivation(n, mean)
             y = self.end.long().unsqueeze(-1).expand(*a_mean.shape[:-1], 1)
             flat = (q.flatten(-len(lay.in_shape)) if len(lay.in_shape) > 1 else q)[..., None, :]
             # log E e^{w x} = log(1 − q + q e^{w}) for {0,1}; −w + log(1 − q + q e^{2w}) for ±1: finite at q ∈ {0, 1}
@@ -139,20 +134,14 @@ class _Problem:
                 log_mgf = log_mgf - lay.weight
             log_z = (log_mgf.sum(-1) + lay.bias).logsumexp(-1)
             return a_mean.gather(-1, y).squeeze(-1) - log_z
-        pre = self.chain.child_preactivation(last, mean)
-        m = self.units.bit_logits(pre)
-        v = (self.c ** 2 * squared_map(self.chain.child_layer(last), var, adjoint=not self.chain.forward)
-             if var is not None else torch.zeros_like(m))
+        m, v = self._moments(self.chain.child(last), mean, var)
         event = len(self.net.shapes[self.chain.child(last)])
         return (self.end * m - softplus_bound(m, v)).flatten(-event).sum(-1)
 
     def end_logits(self, thetas: list[torch.Tensor]) -> torch.Tensor:
         """The far end's bit logits (reverse: the image) under ``q``, by the probit approximation."""
         mean, var = self._state_moments(torch.sigmoid(thetas[-1]))
-        last = self.hidden[-1]
-        m = self.units.bit_logits(self.chain.child_preactivation(last, mean))
-        v = self.c ** 2 * squared_map(self.chain.child_layer(last), var, adjoint=not self.chain.forward)
-        return probit_logit(m, v)
+        return probit_logit(*self._moments(self.chain.child(self.hidden[-1]), mean, var))
 
 
 def _initial_logits(net: "DCIM", problem: _Problem, x0_state: Optional[torch.Tensor]) -> list[torch.Tensor]:
@@ -261,7 +250,7 @@ def variational_pass(net: "DCIM", start: torch.Tensor, *, direction: str = "forw
     probit approximation.  Effective pre-activations are ``θ / c`` (``bit_logits`` gives ``θ``).
     """
     n = net.num_layers
-    c = 1.0 if net.units.name == "01" else 2.0
+    c = net.units.logit_scale
     last = n if upto is None else min(upto, n)
     has_hidden = (layer + 1 <= min(last, n - 1)) if direction == "forward" else layer > 1
     if not has_hidden:   # nothing to fit: the one conditional is factorised and (2) is exact
