@@ -31,7 +31,6 @@ import torch  # noqa: E402
 
 from pyro_dcim.allocator import keep_freed_memory
 from pyro_dcim.approximations import unit_variance  # noqa: E402
-from pyro_dcim.evaluate import class_kl, compare_marginals, fraction_within, random_dcim  # noqa: E402
 from pyro_dcim.inference import (  # noqa: E402
     ancestral_marginals,
     exact_log_likelihood,
@@ -44,6 +43,7 @@ from pyro_dcim.inference import (  # noqa: E402
     variational_posterior,
 )
 from pyro_dcim.inference.marginals import Marginals  # noqa: E402
+from pyro_dcim.quality import class_kl, compare_marginals, fraction_within, random_dcim  # noqa: E402
 
 APPROX = ("first-order", "ap2", "variational")
 SHORT = {"first-order": "(2)", "ap2": "AP2", "variational": "var", "ap2+mc": "AP2+MC"}

@@ -10,9 +10,9 @@ from timing import time_cases
 from torch import nn
 
 from pyro_dcim import DCIM, PAPER_SPECS
-from pyro_dcim.distributed import ObjectiveModule
 from pyro_dcim.objectives import get_objective
 from pyro_dcim.spec import ConvSpec, parse_spec
+from pyro_dcim.training.distributed import ObjectiveModule
 
 INPUT_SHAPES = {"dense": (784,), "cnn": (1, 28, 28)}
 

@@ -1,5 +1,6 @@
 """The training loop: learning, exact resume, non-finite losses, run-folder rules."""
 
+import functools
 import json
 import math
 import os
@@ -9,9 +10,7 @@ import pytest
 import torch
 
 from pyro_dcim import objectives
-from pyro_dcim.checkpoint import load_checkpoint, load_model
-from pyro_dcim.runs import RunDirError
-from pyro_dcim.train import (
+from pyro_dcim.training import (
     NonFiniteLossError,
     TrainConfig,
     TrainingInterrupted,
@@ -21,6 +20,8 @@ from pyro_dcim.train import (
     shard_indices,
     train,
 )
+from pyro_dcim.training.checkpoint import load_checkpoint, load_model
+from pyro_dcim.training.runs import RunDirError
 
 # a small net on 1,000 subset images: about a second per run on 2 CPU cores
 TINY = dict(arch="64-10", train_size=1000, val_size=500, epochs=3, batch_size=25, lr=1e-2, augment="none",
@@ -50,7 +51,7 @@ def test_short_run_learns_well_above_chance(tmp_path):
     cfg = TrainConfig(**TINY)
     splits = load_splits(cfg, torch.device("cpu"))
     net = load_model(result.run_dir)
-    assert evaluate(net, cfg, splits.val_x, splits.val_y)["acc"] == pytest.approx(last["val_acc"])
+    assert evaluate(net, cfg, splits.val_x, splits.val_y).acc == pytest.approx(last["val_acc"])
 
 
 def _interrupt_at_call(monkeypatch, objective: str, n: int, action):
@@ -58,6 +59,7 @@ def _interrupt_at_call(monkeypatch, objective: str, n: int, action):
     calls = {"n": 0}
     real = objectives.OBJECTIVES[objective]
 
+    @functools.wraps(real)  # the trainer passes an objective the settings its signature names
     def wrapped(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == n:
@@ -79,7 +81,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, objective, how):
     part = TrainConfig(**{**vars(cfg), "out": str(tmp_path / "part")})
     with monkeypatch.context() as m:
         if how == "crash":
-            from pyro_dcim import runs
+            from pyro_dcim.training import runs
 
             m.setattr(runs, "append_metrics", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
             with pytest.raises(RuntimeError, match="killed"):
@@ -108,6 +110,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     calls = {"n": 0}
     real = objectives.OBJECTIVES["bidirectional"]
 
+    @functools.wraps(real)
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         parts = real(*args, **kwargs)
