@@ -15,6 +15,7 @@ import torch
 from _brute_force import single_thread  # noqa: F401 (a fixture)
 
 from pyro_dcim import DCIM, bidirectional_loss, discriminative_loss, sampled_layer_loss
+from pyro_dcim.approximation_error import class_kl, compare_marginals, fraction_within, random_dcim
 from pyro_dcim.data import load_dataset
 from pyro_dcim.inference import (
     exact_log_likelihood,
@@ -26,7 +27,7 @@ from pyro_dcim.inference import (
     k_sample_bounds,
     mean_field_marginals,
 )
-from pyro_dcim.quality import class_kl, compare_marginals, fraction_within, random_dcim, sample_quality
+from pyro_dcim.quality import sample_quality
 from pyro_dcim.training.checkpoint import model_state, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

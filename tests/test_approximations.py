@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from _brute_force import random_net, single_thread  # noqa: F401
 
 from pyro_dcim import DCIM
+from pyro_dcim.approximation_error import class_kl, random_dcim
 from pyro_dcim.approximations import APPROXIMATIONS, ap2, first_order, softmax_expectation_logits, squared_map
 from pyro_dcim.cli import fit
 from pyro_dcim.inference import (
@@ -19,7 +20,6 @@ from pyro_dcim.inference import (
     variational_posterior,
 )
 from pyro_dcim.objectives import bidirectional_loss, sampled_layer_loss
-from pyro_dcim.quality import class_kl, random_dcim
 from pyro_dcim.training.config import ConfigError, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
