@@ -2,7 +2,7 @@
 
     python analysis/approximation_error.py [--quick] [--runs RUN_DIR ...] [--out analysis/results]
 
-Part 1, random nets: the approximations (first-order (2), AP2, variational; issue 14) of the
+Part 1, random nets: the approximations (first-order (2), AP2, variational) of the
 hidden marginals and class posterior against exact enumeration, sweeping the weight scale,
 for {0,1} and ±1 units (tables + plots), with the variational bound's gap to the exact
 log-likelihood and each approximation's cost per image relative to (2).

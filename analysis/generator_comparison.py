@@ -1,4 +1,4 @@
-"""Which objective trains the tied network into a generator worth sampling from (issue 13)?
+"""Which objective trains the tied network into a generator worth sampling from?
 
     python analysis/generator_comparison.py --runs RUN_DIR ... [--classifier FILE] [--out analysis/results]
 
