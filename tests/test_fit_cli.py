@@ -145,3 +145,17 @@ def test_default_learning_rate_follows_the_units_unless_given(tmp_path):
     assert lr("--config", str(saved)) == 0.005
     saved.write_text(json.dumps({"units": "pm1"}))
     assert lr("--config", str(saved)) == DEFAULT_LR["pm1"]
+
+
+def test_each_choice_is_declared_once_and_drives_both_the_options_and_validation():
+    from dataclasses import fields, replace
+
+    from pyro_dcim.training.config import ConfigError, TrainConfig
+
+    options = {a.dest: a for a in fit.build_parser()._actions}
+    declared = [f for f in fields(TrainConfig) if f.metadata.get("choices") is not None]
+    assert {f.name for f in declared} >= {"units", "objective", "approximation", "optimizer", "init", "amp"}
+    for f in declared:
+        assert options[f.name].choices == list(f.metadata["choices"]), f.name
+        with pytest.raises(ConfigError, match=f"{f.name} must be one of"):
+            replace(TrainConfig(), **{f.name: "no-such-choice"}).validate()

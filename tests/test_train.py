@@ -1,5 +1,6 @@
 """The training loop: learning, exact resume, non-finite losses, run-folder rules."""
 
+import dataclasses
 import functools
 import json
 import math
@@ -156,3 +157,13 @@ def test_cuda_run_learns_and_resumes(tmp_path):
     resumed = train(TrainConfig(**dict(cfg, epochs=5), out=str(tmp_path / "part")), resume=True, log=_quiet)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
     assert load_model(tmp_path / "part").num_classes == 10
+
+
+def test_train_leaves_its_config_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # out=None: the run goes to runs/<timestamp>-... here
+    cfg = TrainConfig(**dict(TINY, epochs=1))
+    before = dataclasses.asdict(cfg)
+    result = train(cfg, log=_quiet)
+    assert dataclasses.asdict(cfg) == before and cfg.out is None
+    assert result.config.out is not None and result.run_dir.resolve() == (tmp_path / result.config.out).resolve()
+    assert json.loads((result.run_dir / "config.json").read_text())["config"]["out"] == result.config.out
