@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from pyro_dcim import DCIM, load_model  # noqa: E402
 from pyro_dcim.data import load_dataset  # noqa: E402
-from pyro_dcim.runs import CONFIG_NAME, read_config  # noqa: E402
+from pyro_dcim.training.runs import CONFIG_NAME, read_config  # noqa: E402
 
 #: The committed results; scripts write here only when asked (``--out analysis/results``).
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,4 +1,4 @@
-"""Which objective trains the tied network into a generator worth sampling from (issue 13)?
+"""Which objective trains the tied network into a generator worth sampling from?
 
     python analysis/generator_comparison.py --runs RUN_DIR ... [--classifier FILE] [--out analysis/results]
 
@@ -27,12 +27,12 @@ import torch
 
 from pyro_dcim.classifier import classifier_consistency, load_classifier
 from pyro_dcim.data import binarize, load_dataset
-from pyro_dcim.evaluate import sample_quality
 from pyro_dcim.generate import class_grid, generate, predict
 from pyro_dcim.inference import ais_log_likelihood, ais_log_marginal
 from pyro_dcim.objectives import class_reverse_nll
 from pyro_dcim.plots import SAMPLE_TITLES, plot_sample_grid
-from pyro_dcim.runs import read_config
+from pyro_dcim.quality import sample_quality
+from pyro_dcim.training.runs import read_config
 
 MODES = ("ancestral", "sample-layer")
 

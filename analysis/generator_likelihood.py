@@ -29,11 +29,11 @@ import torch
 
 from pyro_dcim.allocator import keep_freed_memory
 from pyro_dcim.data import load_dataset
-from pyro_dcim.evaluate import sample_quality
 from pyro_dcim.generate import MODES
 from pyro_dcim.inference import ais_log_likelihood, ais_log_marginal, bdmc, importance_bounds
 from pyro_dcim.objectives import class_reverse_nll
 from pyro_dcim.plots import sample_figure
+from pyro_dcim.quality import sample_quality
 
 FULL = dict(images=10, steps=200, chains=8, marginal_images=4, marginal_steps=100, marginal_chains=4,
             bdmc_images=4, ks=(1, 10, 100, 1000), groups=2, per_class=100)

@@ -3,7 +3,7 @@
     python analysis/importance_coverage.py [--quick] [--out DIR]
 
 Random dense nets 12 → 8 → 8 → 4 (16 hidden units: every joint state enumerable) with weights
-and biases ~ N(0, s² / fan-in) (:func:`pyro_dcim.evaluate.random_dcim`) for s up to 3, {0,1}
+and biases ~ N(0, s² / fan-in) (:func:`pyro_dcim.approximation_error.random_dcim`) for s up to 3, {0,1}
 and ±1 units, random binary images and classes.  For
 each net, importance sampling with the default (defensive) proposal estimates the hidden posterior
 ``p(x^1, x^2 | x^0, y)`` of both chains and ``log p(x^0 | y)``; every image gets its Pareto k̂
@@ -28,7 +28,7 @@ import torch
 from pyro import poutine
 
 from pyro_dcim.allocator import keep_freed_memory
-from pyro_dcim.evaluate import random_dcim
+from pyro_dcim.approximation_error import random_dcim
 from pyro_dcim.inference import exact_log_likelihood, exact_posterior, importance_log_likelihood, importance_marginals
 from pyro_dcim.inference.exact import all_bit_states
 from pyro_dcim.inference.sampling import DEFENSIVE_WEIGHT

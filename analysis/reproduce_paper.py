@@ -4,7 +4,7 @@
     python analysis/reproduce_paper.py --experiment cnn-bidirectional --device cuda --epochs 30
     python analysis/reproduce_paper.py --table-only --results analysis/results  # rebuild the committed table
 
-Every row runs on its own through the library's training API (:func:`pyro_dcim.train.train`),
+Every row runs on its own through the library's training API (:func:`pyro_dcim.training.train`),
 checkpointed in ``--runs-dir`` (rerunning a row resumes or reuses its run folder), and leaves
 ``RESULTS/runs/<run>.json``, ``RESULTS`` being ``--results`` (default ``out/paper``, untracked;
 the committed table is ``analysis/results``); the table keeps, per experiment, the run with the best
@@ -35,7 +35,7 @@ from pyro_dcim.allocator import keep_freed_memory  # noqa: E402
 from pyro_dcim.generate import class_consistency, class_grid, generate, mean_pairwise_distance  # noqa: E402
 from pyro_dcim.init import INIT_SCHEMES  # noqa: E402
 from pyro_dcim.plots import plot_learning_curves  # noqa: E402
-from pyro_dcim.train import TrainConfig, load_splits, train  # noqa: E402
+from pyro_dcim.training import TrainConfig, load_splits, train  # noqa: E402
 
 DEFAULT_RESULTS = ROOT / "out" / "paper"   # untracked: analysis/results is written only when asked
 EXPERIMENTS: dict[str, dict[str, Any]] = {

@@ -1,4 +1,4 @@
-"""Cost of the approximations beside (2) (issue 14): the AP2 pass against the first-order pass
+"""Cost of the approximations beside (2): the AP2 pass against the first-order pass
 (goal ≤ 2.2×: twice the products at most), as a pass and as a training step, and the
 variational fixed point per sweep.
 

@@ -10,9 +10,9 @@ from timing import time_cases
 from torch import nn
 
 from pyro_dcim import DCIM, PAPER_SPECS
-from pyro_dcim.distributed import ObjectiveModule
-from pyro_dcim.objectives import get_objective
+from pyro_dcim.objectives import get_objective, objective_settings
 from pyro_dcim.spec import ConvSpec, parse_spec
+from pyro_dcim.training.distributed import ObjectiveModule
 
 INPUT_SHAPES = {"dense": (784,), "cnn": (1, 28, 28)}
 
@@ -55,17 +55,19 @@ def bench_training(arch: str, batch: int, device: torch.device, rounds: int, ste
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
         objective = get_objective(name)
 
-        def step(net=net, opt=opt, objective=objective):
+        # as the training loop calls it: the discriminative reverse loss is measured at evaluation
+        settings = objective_settings(objective, {"report_reverse": False})
+
+        def step(net=net, opt=opt, objective=objective, settings=settings):
             opt.zero_grad(set_to_none=True)
-            # as the training loop calls it: the discriminative reverse loss is measured at evaluation
-            objective(net, x, y, report_reverse=False).total.backward()
+            objective(net, x, y, **settings).total.backward()
             opt.step()
 
         cases[name] = step
     for tag in (("bf16", "compile") if variants else ()):
         net = DCIM.from_spec(PAPER_SPECS[arch], INPUT_SHAPES[arch]).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-        module = ObjectiveModule(net, get_objective("bidirectional"), report_reverse=False)
+        module = ObjectiveModule(net, get_objective("bidirectional"))
         loss = torch.compile(module) if tag == "compile" else module
 
         def step(opt=opt, loss=loss, amp=tag == "bf16"):

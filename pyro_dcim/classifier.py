@@ -3,7 +3,7 @@
 Class consistency measured by the run's own forward model can flatter its own reverse model
 (the two share weights); a separately trained network cannot.  ``analysis/mnist_classifier.py``
 trains one on MNIST (half of its batches binarised, so it reads ancestral samples too) and
-saves it with :func:`save_classifier`; ``python -m pyro_dcim.sample RUN --classifier FILE`` and
+saves it with :func:`save_classifier`; ``python -m pyro_dcim.draw RUN --classifier FILE`` and
 ``analysis/generator_comparison.py`` load it with :func:`load_classifier`.
 """
 

@@ -24,6 +24,8 @@ mean-field lower bound on ``log p(x^0 | ·)``, and the class logits are the boun
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -39,7 +41,7 @@ from .validation import check_labels
 
 __all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss", "sampled_layer",
            "class_reverse_nll", "reweighted_wake_sleep_loss", "wake_particles", "sleep_dreams",
-           "GENERATIVE", "OBJECTIVES", "get_objective"]
+           "GENERATIVE", "OBJECTIVES", "get_objective", "objective_settings"]
 
 
 @dataclass
@@ -100,7 +102,7 @@ def _combine(net: DCIM, logits: torch.Tensor, y: torch.Tensor, rev_sum: torch.Te
 
 
 def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, report_reverse: bool = True,
-                        approximation: str = "first-order", **_: object) -> ObjectiveParts:
+                        approximation: str = "first-order") -> ObjectiveParts:
     """Cross-entropy of the forward mean-field pass (approximate conditional ML).
 
     The reverse parts are reported (computed without gradient) unless
@@ -117,7 +119,7 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, report_
 
 
 def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_weight: float = 1.0,
-                       reduction: str = "mean", approximation: str = "first-order", **_: object) -> ObjectiveParts:
+                       reduction: str = "mean", approximation: str = "first-order") -> ObjectiveParts:
     """Eq. (21): ``-log p(x^n | x^0) - w · log p(x^0 | x^n)``, both by mean field."""
     check_labels(y, net.num_classes)
     logits = _forward_logits(net, x0, approximation)
@@ -138,8 +140,8 @@ def sampled_layer(net: DCIM, layer: Optional[int] = None, code_weight: float = 0
 
 def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: Optional[int] = None,
                        reverse_weight: float = 1.0, reduction: str = "mean", code_weight: float = 0.0,
-                       generator: Optional[torch.Generator] = None, approximation: str = "first-order",
-                       **_: object) -> ObjectiveParts:
+                       generator: Optional[torch.Generator] = None, approximation: str = "first-order"
+                       ) -> ObjectiveParts:
     """Eq. (22): ``-log p(x^n | x^0) - w · log p(x^0 | x̃^k)``, ``x̃^k ~ p(x^k | x^0)``.
 
     ``x̃^k`` is one Bernoulli sample of layer ``k`` (default ``n-1``) given the
@@ -209,7 +211,7 @@ def sleep_dreams(net: DCIM, num: int, class_prior: Optional[torch.Tensor] = None
 def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, particles: int = 5,
                                wake_phi_weight: float = 1.0, sleep_weight: float = 0.0,
                                reverse_weight: float = 1.0, reduction: str = "mean",
-                               generator: Optional[torch.Generator] = None, **_: object) -> ObjectiveParts:
+                               generator: Optional[torch.Generator] = None) -> ObjectiveParts:
     """Tied reweighted wake-sleep (Bornschein & Bengio 2015, DESIGN.md §8) beside ``-log p(x^n | x^0)``.
 
     With ``h_s ~ q(h | x^0)``, ``s = 1..K`` (the forward chain) and per-image normalised weights
@@ -251,13 +253,14 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
 
 
 def _named(fn, **defaults):
-    """``fn`` with other default settings, under a new objective name (settings given still win)."""
+    """``fn`` with other default settings, under a new objective name (settings given still win).
+    Its signature is ``fn``'s (``functools.wraps``), so :func:`objective_settings` sees ``fn``'s settings."""
+    @functools.wraps(fn)
     def objective(net: DCIM, x0: torch.Tensor, y: torch.Tensor, **kwargs) -> ObjectiveParts:
         for key, value in defaults.items():
             if kwargs.get(key) is None:
                 kwargs[key] = value
         return fn(net, x0, y, **kwargs)
-    objective.__doc__ = fn.__doc__
     objective.defaults = defaults
     return objective
 
@@ -282,3 +285,13 @@ def get_objective(name: str):
         return OBJECTIVES[name]
     except KeyError:
         raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}") from None
+
+
+def objective_settings(objective, settings: dict[str, object]) -> dict[str, object]:
+    """The entries of ``settings`` that ``objective`` takes as keyword arguments: an objective is
+    called with exactly its own settings, and one it does not know is a ``TypeError``."""
+    params = inspect.signature(objective).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(settings)
+    own = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    return {k: v for k, v in settings.items() if k in own}

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = """
 import os, signal, sys
-import pyro_dcim.train as train_module
-from pyro_dcim import fit
+import pyro_dcim.training.loop as train_module
+from pyro_dcim.cli import fit
 pause_at, lr_at = float(sys.argv[1]), train_module.lr_at
 def lr_at_then_pause(cfg, progress):
     global pause_at

@@ -15,9 +15,8 @@ import torch
 from _brute_force import single_thread  # noqa: F401 (a fixture)
 
 from pyro_dcim import DCIM, bidirectional_loss, discriminative_loss, sampled_layer_loss
-from pyro_dcim.checkpoint import model_state, save_checkpoint
+from pyro_dcim.approximation_error import class_kl, compare_marginals, fraction_within, random_dcim
 from pyro_dcim.data import load_dataset
-from pyro_dcim.evaluate import class_kl, compare_marginals, fraction_within, random_dcim, sample_quality
 from pyro_dcim.inference import (
     exact_log_likelihood,
     exact_marginals,
@@ -28,6 +27,8 @@ from pyro_dcim.inference import (
     k_sample_bounds,
     mean_field_marginals,
 )
+from pyro_dcim.quality import sample_quality
+from pyro_dcim.training.checkpoint import model_state, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from _brute_force import random_net, single_thread  # noqa: F401
 
-from pyro_dcim import DCIM, fit
+from pyro_dcim import DCIM
+from pyro_dcim.approximation_error import class_kl, random_dcim
 from pyro_dcim.approximations import APPROXIMATIONS, ap2, first_order, softmax_expectation_logits, squared_map
-from pyro_dcim.config import ConfigError, TrainConfig
-from pyro_dcim.evaluate import class_kl, random_dcim
+from pyro_dcim.cli import fit
 from pyro_dcim.inference import (
     exact_log_likelihood,
     exact_marginals,
@@ -20,6 +20,7 @@ from pyro_dcim.inference import (
     variational_posterior,
 )
 from pyro_dcim.objectives import bidirectional_loss, sampled_layer_loss
+from pyro_dcim.training.config import ConfigError, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 NAMES = list(APPROXIMATIONS)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pyro_dcim import DCIM, load_model
-from pyro_dcim.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+from pyro_dcim.training.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
 
 
 def test_round_trip_rebuilds_the_model(tmp_path):
@@ -41,7 +41,7 @@ def test_atomic_writes_take_the_umask_of_the_moment(tmp_path):
     import os
     import stat
 
-    from pyro_dcim.atomic import atomic_write
+    from pyro_dcim.training.atomic import atomic_write
 
     previous = os.umask(0o027)
     try:

@@ -1,8 +1,18 @@
 """More bad input for the command lines: each is one line on stderr and exit status 2."""
 
 import gzip
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from pyro_dcim import fit, sample
+import pytest
+
+from pyro_dcim import cli
+from pyro_dcim.cli import draw, fit
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--arch", "32-10", "--train-size", "200", "--val-size", "100", "--epochs", "1", "--batch-size", "50",
         "--no-figures"]
@@ -41,7 +51,7 @@ def test_truncated_idx_file_through_the_cli(tmp_path, capsys):
 
 
 def test_sample_of_a_missing_run(tmp_path, capsys):
-    assert sample.main([str(tmp_path / "nothing-here")]) == 2
+    assert draw.main([str(tmp_path / "nothing-here")]) == 2
     assert "no checkpoint" in _one_line(capsys)
 
 
@@ -68,7 +78,7 @@ def test_a_wrongly_typed_config_value(tmp_path, capsys):
 
 
 def test_ctrl_c_outside_the_loop_is_one_line_and_a_started_run_can_resume(tmp_path, capsys, monkeypatch):
-    from pyro_dcim import train as train_module
+    from pyro_dcim.training import loop as train_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -92,3 +102,25 @@ def test_zero_epochs_says_what_it_does(tmp_path, capsys):
     assert "--epochs 0: no epoch left to train (0 done); evaluating and saving the initialised network" \
         in capsys.readouterr().out
     assert (run / "checkpoint.pt").is_file()
+
+
+
+def test_ctrl_c_while_a_command_imports_is_one_line_and_exit_130(monkeypatch, capsys):
+    """``python -m pyro_dcim.<command>`` starts through ``cli.launch``, which holds the Ctrl-C handling
+    before torch loads; here the import itself is interrupted."""
+    def interrupted(name, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    with pytest.raises(SystemExit) as e:
+        cli.launch("fit")
+    assert e.value.code == 130
+    assert _one_line(capsys) == "python -m pyro_dcim.fit: interrupted (SIGINT) while starting; nothing was saved\n"
+
+
+@pytest.mark.parametrize("command", ["fit", "sample", "draw", "diagnose", "likelihood"])
+def test_every_command_runs_as_a_module(command):
+    done = subprocess.run([sys.executable, "-m", f"pyro_dcim.{command}", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert f"python -m pyro_dcim.{command}" in done.stdout

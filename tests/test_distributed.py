@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from pyro_dcim.checkpoint import load_checkpoint
-from pyro_dcim.train import epoch_permutation, shard_indices
+from pyro_dcim.training import epoch_permutation, shard_indices
+from pyro_dcim.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--arch", "(3,2,4) 12 10", "--train-size", "256", "--val-size", "64", "--epochs", "2", "--augment", "none",

@@ -12,9 +12,9 @@ import _paused_fit as paused_fit
 import pytest
 import torch
 
-from pyro_dcim.checkpoint import load_checkpoint
-from pyro_dcim.runs import prepare_run_dir
-from pyro_dcim.train import TrainConfig, train
+from pyro_dcim.training import TrainConfig, train
+from pyro_dcim.training.checkpoint import load_checkpoint
+from pyro_dcim.training.runs import prepare_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -49,7 +49,7 @@ def test_kill_9_during_training_then_resume_matches_an_uninterrupted_run(tmp_pat
 
 _SAVER = """
 import sys, torch
-from pyro_dcim.checkpoint import save_checkpoint
+from pyro_dcim.training.checkpoint import save_checkpoint
 path, version = sys.argv[1], 1
 while True:  # keep overwriting the checkpoint with consistent versions until killed
     save_checkpoint(path, {"model": {}, "version": version, "payload": torch.full((4_000_000,), float(version))})

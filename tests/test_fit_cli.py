@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pyro_dcim import fit, sample
+from pyro_dcim.cli import draw, fit
 
 TINY = ["--arch", "32-10", "--train-size", "400", "--val-size", "200", "--epochs", "2", "--batch-size", "50",
         "--lr", "5e-3", "--no-figures"]
@@ -96,17 +96,17 @@ def test_figures_are_pngs_and_sample_regenerates_grids(tmp_path, capsys):
         _is_png(run / name)
         (run / name).unlink()
     for mode in ("sample-layer", "ancestral"):
-        assert sample.main([str(run), "--per-class", "3", "--mode", mode]) == 0
+        assert draw.main([str(run), "--per-class", "3", "--mode", mode]) == 0
         width, height = _is_png(run / f"samples_{mode}.png")
         assert height > width  # 10 rows of 3
         assert "class consistency" in capsys.readouterr().out
     # the mean mode is deterministic: one image per class, in one row, whatever --per-class says
-    assert sample.main([str(run), "--per-class", "3", "--mode", "mean"]) == 0
+    assert draw.main([str(run), "--per-class", "3", "--mode", "mean"]) == 0
     width, height = _is_png(run / "samples_mean.png")
     assert width > 3 * height
     out = capsys.readouterr().out
     assert "10 images" in out and "class consistency" in out
-    assert sample.main([str(tmp_path / "nothing")]) == 2
+    assert draw.main([str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in _error_line(capsys)
 
 
@@ -132,7 +132,7 @@ def test_sigint_saves_and_resume_continues_to_the_same_metrics(tmp_path):
 
 
 def test_default_learning_rate_follows_the_units_unless_given(tmp_path):
-    from pyro_dcim.config import DEFAULT_LR, TrainConfig
+    from pyro_dcim.training.config import DEFAULT_LR, TrainConfig
 
     def lr(*argv):
         return fit.config_from_args(fit.build_parser().parse_args(list(argv)))[0].lr
@@ -145,3 +145,17 @@ def test_default_learning_rate_follows_the_units_unless_given(tmp_path):
     assert lr("--config", str(saved)) == 0.005
     saved.write_text(json.dumps({"units": "pm1"}))
     assert lr("--config", str(saved)) == DEFAULT_LR["pm1"]
+
+
+def test_each_choice_is_declared_once_and_drives_both_the_options_and_validation():
+    from dataclasses import fields, replace
+
+    from pyro_dcim.training.config import ConfigError, TrainConfig
+
+    options = {a.dest: a for a in fit.build_parser()._actions}
+    declared = [f for f in fields(TrainConfig) if f.metadata.get("choices") is not None]
+    assert {f.name for f in declared} >= {"units", "objective", "approximation", "optimizer", "init", "amp"}
+    for f in declared:
+        assert options[f.name].choices == list(f.metadata["choices"]), f.name
+        with pytest.raises(ConfigError, match=f"{f.name} must be one of"):
+            replace(TrainConfig(), **{f.name: "no-such-choice"}).validate()

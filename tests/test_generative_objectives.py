@@ -8,7 +8,8 @@ import pytest
 import torch
 from _brute_force import random_batch, random_net, single_thread  # noqa: F401
 
-from pyro_dcim import DCIM, fit
+from pyro_dcim import DCIM
+from pyro_dcim.cli import fit
 from pyro_dcim.inference import ais_log_likelihood, exact_log_likelihood
 from pyro_dcim.inference.energy import ChainEnergy
 from pyro_dcim.objectives import OBJECTIVES, get_objective, reweighted_wake_sleep_loss, sleep_dreams, wake_particles
@@ -181,7 +182,7 @@ def test_untied_run_reproduces_the_tied_run_on_forward_terms(tmp_path, single_th
               "--objective", "discriminative", "--no-figures", "--augment", "none"]
     assert fit.main([*common, "--out", str(tmp_path / "tied")]) == 0
     assert fit.main([*common, "--untie", "--out", str(tmp_path / "untied")]) == 0
-    from pyro_dcim.checkpoint import load_model
+    from pyro_dcim.training.checkpoint import load_model
 
     a, b = load_model(tmp_path / "tied"), load_model(tmp_path / "untied")
     assert a.tied and not b.tied
@@ -205,14 +206,14 @@ def test_fit_generative_runs_end_to_end_on_the_bundled_subset(tmp_path, single_t
 
 
 def test_sample_prints_the_independent_classifier_figure(tmp_path, capsys, single_thread):  # noqa: F811
-    from pyro_dcim import sample
-    from pyro_dcim.checkpoint import model_state, save_checkpoint
     from pyro_dcim.classifier import PlainCNN, save_classifier
+    from pyro_dcim.cli import draw
+    from pyro_dcim.training.checkpoint import model_state, save_checkpoint
 
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "net.pt", {"model": model_state(DCIM.from_spec("16-10", (1, 28, 28)))})
     save_classifier(PlainCNN(), tmp_path / "cnn.pt", 0.5)
-    assert sample.main([str(tmp_path / "net.pt"), "--mode", "ancestral", "--per-class", "2",
+    assert draw.main([str(tmp_path / "net.pt"), "--mode", "ancestral", "--per-class", "2",
                         "--classifier", str(tmp_path / "cnn.pt"), "--out", str(tmp_path / "grid.png")]) == 0
     out = capsys.readouterr().out
     assert "class consistency" in out and "independent classifier (MNIST test accuracy 0.5000)" in out

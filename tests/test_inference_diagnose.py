@@ -10,9 +10,9 @@ import torch
 from _brute_force import single_thread
 
 from pyro_dcim import DCIM, discriminative_loss
-from pyro_dcim.checkpoint import model_state, save_checkpoint
+from pyro_dcim.cli.diagnose import main
 from pyro_dcim.data import load_dataset
-from pyro_dcim.diagnose import main
+from pyro_dcim.training.checkpoint import model_state, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
 
@@ -83,8 +83,8 @@ def test_the_runs_own_dataset_is_read_from_its_config(run_dir, tmp_path, capsys)
     dataset and data folder that diagnose loads: here four tiny IDX files with labels 7, 3, 9."""
     from dataclasses import asdict
 
-    from pyro_dcim.runs import write_config
-    from pyro_dcim.train import TrainConfig
+    from pyro_dcim.training import TrainConfig
+    from pyro_dcim.training.runs import write_config
 
     data = tmp_path / "idx"
     data.mkdir()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _brute_force import single_thread
 
-from pyro_dcim.evaluate import random_dcim
+from pyro_dcim.approximation_error import random_dcim
 from pyro_dcim.inference import exact_posterior, importance_log_likelihood, importance_marginals
 from pyro_dcim.inference.weights import KHAT_THRESHOLD, UnreliableEstimateWarning, weight_diagnostics
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from pyro_dcim import load_model
+from pyro_dcim.cli.likelihood import main
 from pyro_dcim.data import load_dataset
 from pyro_dcim.inference import exact_log_likelihood
-from pyro_dcim.likelihood import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FIT = ["--arch", "6 10", "--train-size", "300", "--val-size", "50", "--epochs", "1", "--augment", "none",

@@ -129,3 +129,19 @@ def test_code_term_trains_the_class_to_code_link():
     assert torch.isclose(parts.code_nll, expected)
     with pytest.raises(ValueError, match="code_weight"):
         sampled_layer_loss(net, x0, y, layer=1, code_weight=1.0)
+
+
+def test_an_objective_takes_exactly_its_own_settings():
+    from pyro_dcim.objectives import OBJECTIVES, objective_settings
+
+    net = DCIM.from_spec([6, 4], input_shape=(8,))
+    x0, y = torch.rand(3, 8), torch.tensor([0, 1, 2])
+    with pytest.raises(TypeError):
+        bidirectional_loss(net, x0, y, particles=5)   # an rws setting
+    pool = dict(reverse_weight=2.0, reduction="sum", layer=None, code_weight=0.0, generator=None,
+                report_reverse=False, approximation="first-order", particles=2, wake_phi_weight=None,
+                sleep_weight=None)
+    assert set(objective_settings(OBJECTIVES["discriminative"], pool)) == {"report_reverse", "approximation"}
+    assert "particles" in objective_settings(OBJECTIVES["rws"], pool)
+    for objective in OBJECTIVES.values():
+        objective(net, x0, y, **objective_settings(objective, pool))

@@ -1,5 +1,7 @@
 """The training loop: learning, exact resume, non-finite losses, run-folder rules."""
 
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -9,9 +11,7 @@ import pytest
 import torch
 
 from pyro_dcim import objectives
-from pyro_dcim.checkpoint import load_checkpoint, load_model
-from pyro_dcim.runs import RunDirError
-from pyro_dcim.train import (
+from pyro_dcim.training import (
     NonFiniteLossError,
     TrainConfig,
     TrainingInterrupted,
@@ -21,6 +21,8 @@ from pyro_dcim.train import (
     shard_indices,
     train,
 )
+from pyro_dcim.training.checkpoint import load_checkpoint, load_model
+from pyro_dcim.training.runs import RunDirError
 
 # a small net on 1,000 subset images: about a second per run on 2 CPU cores
 TINY = dict(arch="64-10", train_size=1000, val_size=500, epochs=3, batch_size=25, lr=1e-2, augment="none",
@@ -50,7 +52,7 @@ def test_short_run_learns_well_above_chance(tmp_path):
     cfg = TrainConfig(**TINY)
     splits = load_splits(cfg, torch.device("cpu"))
     net = load_model(result.run_dir)
-    assert evaluate(net, cfg, splits.val_x, splits.val_y)["acc"] == pytest.approx(last["val_acc"])
+    assert evaluate(net, cfg, splits.val_x, splits.val_y).acc == pytest.approx(last["val_acc"])
 
 
 def _interrupt_at_call(monkeypatch, objective: str, n: int, action):
@@ -58,6 +60,7 @@ def _interrupt_at_call(monkeypatch, objective: str, n: int, action):
     calls = {"n": 0}
     real = objectives.OBJECTIVES[objective]
 
+    @functools.wraps(real)  # the trainer passes an objective the settings its signature names
     def wrapped(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == n:
@@ -79,7 +82,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, objective, how):
     part = TrainConfig(**{**vars(cfg), "out": str(tmp_path / "part")})
     with monkeypatch.context() as m:
         if how == "crash":
-            from pyro_dcim import runs
+            from pyro_dcim.training import runs
 
             m.setattr(runs, "append_metrics", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
             with pytest.raises(RuntimeError, match="killed"):
@@ -108,6 +111,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     calls = {"n": 0}
     real = objectives.OBJECTIVES["bidirectional"]
 
+    @functools.wraps(real)
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         parts = real(*args, **kwargs)
@@ -153,3 +157,13 @@ def test_cuda_run_learns_and_resumes(tmp_path):
     resumed = train(TrainConfig(**dict(cfg, epochs=5), out=str(tmp_path / "part")), resume=True, log=_quiet)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
     assert load_model(tmp_path / "part").num_classes == 10
+
+
+def test_train_leaves_its_config_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # out=None: the run goes to runs/<timestamp>-... here
+    cfg = TrainConfig(**dict(TINY, epochs=1))
+    before = dataclasses.asdict(cfg)
+    result = train(cfg, log=_quiet)
+    assert dataclasses.asdict(cfg) == before and cfg.out is None
+    assert result.config.out is not None and result.run_dir.resolve() == (tmp_path / result.config.out).resolve()
+    assert json.loads((result.run_dir / "config.json").read_text())["config"]["out"] == result.config.out

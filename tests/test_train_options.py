@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from pyro_dcim.config import ConfigError, TrainConfig
-from pyro_dcim.train import train
+from pyro_dcim.training import train
+from pyro_dcim.training.config import ConfigError, TrainConfig
 
 TINY = dict(arch="32-10", train_size=400, val_size=200, epochs=2, batch_size=50, lr=5e-3, figures=False,
             device="cpu")

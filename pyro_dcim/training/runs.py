@@ -1,10 +1,10 @@
 """The run folder: creating it safely, ``config.json`` with versions, and the metrics files.
 
-A run folder holds ``config.json`` (the :class:`~pyro_dcim.train.TrainConfig` plus
+A run folder holds ``config.json`` (the :class:`~pyro_dcim.training.TrainConfig` plus
 library versions and the command line), ``checkpoint.pt`` (written atomically by
-:func:`pyro_dcim.checkpoint.save_checkpoint`), ``metrics.jsonl`` and ``metrics.csv``
+:func:`pyro_dcim.training.checkpoint.save_checkpoint`), ``metrics.jsonl`` and ``metrics.csv``
 (one row per epoch), ``summary.json`` (final validation and test numbers) and PNG
-figures.  Only the main process of a distributed run writes here (see ``train.py``).
+figures.  Only the main process of a distributed run writes here (see :mod:`pyro_dcim.training.loop`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .atomic import atomic_write, remove_stale_temporaries
+from .metrics import METRIC_COLUMNS
 
 __all__ = ["RunDirError", "RUN_FILES", "prepare_run_dir", "versions", "write_json", "read_config",
            "write_metrics", "append_metrics", "METRIC_COLUMNS"]
@@ -31,12 +32,6 @@ METRICS_CSV = "metrics.csv"
 SUMMARY_NAME = "summary.json"
 #: files that mark a folder as holding a run (and that --overwrite removes)
 RUN_FILES = (CONFIG_NAME, "checkpoint.pt", METRICS_JSONL, METRICS_CSV, SUMMARY_NAME)
-#: CSV columns, in order; metrics.jsonl holds these keys and possibly more
-METRIC_COLUMNS = ("epoch", "train_acc", "val_acc", "forward_nll", "val_forward_nll",
-                  "reverse_nll_per_pixel", "val_reverse_nll_per_pixel", "reverse_nll_sum",
-                  "val_reverse_nll_sum", "loss", "lr", "seconds")
-
-
 
 class RunDirError(ValueError):
     """A run folder that cannot be used: it holds another run, or cannot be written."""
@@ -79,7 +74,7 @@ def versions() -> dict[str, str]:
     import pyro
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
             "numpy": numpy.__version__, "pyro_dcim": __version__, "platform": platform.platform(),

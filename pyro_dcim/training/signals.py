@@ -1,18 +1,14 @@
-"""What lets a run survive faults: RNG state to checkpoint, and SIGINT/SIGTERM that stop cleanly."""
+"""SIGINT/SIGTERM that stop a run cleanly: the loop finishes its step, saves and raises :class:`TrainingInterrupted`."""
 
 from __future__ import annotations
 
-import random
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-import torch
-
-__all__ = ["TrainingInterrupted", "StopSignals", "rng_state", "set_rng_state", "seed_everything"]
+__all__ = ["TrainingInterrupted", "StopSignals"]
 
 
 class TrainingInterrupted(Exception):
@@ -27,29 +23,6 @@ class TrainingInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
-
-
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "sampling": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    generator.set_state(state["sampling"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class StopSignals:

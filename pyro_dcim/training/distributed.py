@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node=N -m pyro_dcim.fit ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`init` joins the process group (NCCL on GPUs, gloo on CPU) and
 picks this rank's device.  The training loop shards each epoch's permutation by
-stride (:func:`pyro_dcim.train.shard_indices`), so the ranks' batches of one step
+stride (:func:`pyro_dcim.training.batches.shard_indices`), so the ranks' batches of one step
 together are exactly one process's batch of ``N × batch_size`` images, and
 DistributedDataParallel's gradient average equals that process's gradient.  Only
 rank 0 writes files.
@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .model import DCIM
-from .objectives import ObjectiveParts
+from ..model import DCIM
+from ..objectives import ObjectiveParts
 
 __all__ = ["rank_world", "init", "cleanup", "all_reduce_sum", "ObjectiveModule", "wrap"]
 

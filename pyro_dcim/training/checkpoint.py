@@ -10,16 +10,17 @@ input shape, units, state dict, library version) and whatever the trainer adds
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
+from ..model import DCIM
 from .atomic import atomic_write
-from .model import DCIM
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "model_state",
-           "model_from_state", "CHECKPOINT_NAME"]
+           "model_from_state", "load_parameters", "Architecture", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PathLike = Union[str, os.PathLike]
@@ -30,7 +31,7 @@ class CheckpointError(ValueError):
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -42,22 +43,52 @@ def model_state(net: DCIM) -> dict[str, Any]:
             "state_dict": state, "version": _version(), "tied": net.tied}
 
 
-def model_from_state(state: dict[str, Any], map_location: Union[str, torch.device] = "cpu") -> DCIM:
-    """Rebuild a :class:`DCIM` from :func:`model_state`'s dict."""
-    try:
-        spec = [tuple(layer) if isinstance(layer, list) else layer for layer in state["spec"]]
-        net = DCIM.from_spec(spec, input_shape=state["input_shape"], units=state["units"],
-                             tied=state.get("tied", True))
-        net.load_state_dict(state["state_dict"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"not a pyro_dcim model state (missing {e})") from None
-    except RuntimeError as e:
-        raise CheckpointError(f"the stored parameters do not fit the stored spec: {e}") from None
+@dataclass(frozen=True)
+class Architecture:
+    """What a model state says the net is, without building it: compare it with :meth:`of` a net."""
+
+    spec: list
+    input_shape: tuple[int, ...]
+    units: str
+    tied: bool
+
+    @classmethod
+    def of(cls, net: DCIM) -> "Architecture":
+        return cls(list(net.spec), tuple(net.input_shape), net.units.name, net.tied)
+
+    @classmethod
+    def stored(cls, state: dict[str, Any]) -> "Architecture":
+        """The architecture in :func:`model_state`'s dict (JSON-like lists read back as tuples)."""
+        try:
+            spec = [tuple(layer) if isinstance(layer, list) else layer for layer in state["spec"]]
+            return cls(spec, tuple(state["input_shape"]), state["units"], state.get("tied", True))
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"not a pyro_dcim model state (missing {e})") from None
+
+
+def load_parameters(net: DCIM, state: dict[str, Any]) -> DCIM:
+    """Copy :func:`model_state`'s parameters into ``net``, which must have the stored architecture."""
     saved = str(state.get("version", "?"))
     if saved.split(".")[:2] != _version().split(".")[:2]:
         raise CheckpointError(f"checkpoint written by pyro_dcim {saved}, this is {_version()}; "
                               f"load it with pyro_dcim {saved} or retrain")
-    return net.to(map_location)
+    try:
+        net.load_state_dict(state["state_dict"])
+    except KeyError as e:
+        raise CheckpointError(f"not a pyro_dcim model state (missing {e})") from None
+    except RuntimeError as e:
+        raise CheckpointError(f"the stored parameters do not fit the stored spec: {e}") from None
+    return net
+
+
+def model_from_state(state: dict[str, Any], map_location: Union[str, torch.device] = "cpu") -> DCIM:
+    """Rebuild a :class:`DCIM` from :func:`model_state`'s dict."""
+    arch = Architecture.stored(state)
+    try:
+        net = DCIM.from_spec(arch.spec, input_shape=arch.input_shape, units=arch.units, tied=arch.tied)
+    except TypeError as e:
+        raise CheckpointError(f"not a pyro_dcim model state ({e})") from None
+    return load_parameters(net, state).to(map_location)
 
 
 def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> Path:

@@ -1,15 +1,14 @@
 """Measuring the approximation: how far one set of marginals is from a reference, and test nets.
 
-Used by ``analysis/`` and the notebooks, so the numbers they print are computed here:
+Used by ``analysis/`` and the notebooks, so the numbers they print are computed here
+(:mod:`pyro_dcim.quality` measures generated images):
 
 * :func:`random_dcim` — a dense DCIM with Gaussian weights of a given scale (the
   "random nets" on which mean field is compared with exact enumeration);
 * :func:`compare_marginals` — per-layer mean absolute error of unit marginals,
   ``KL(reference ‖ approx)`` of the class posterior, argmax agreement and accuracy;
 * :func:`fraction_within` — how often a Monte Carlo estimate lies within ``k`` of its
-  own standard errors of the reference (is the reported MCSE honest?);
-* :func:`sample_quality` — generated images in numbers, with the measures of
-  :mod:`pyro_dcim.generate` (class consistency, within-class diversity relative to real digits).
+  own standard errors of the reference (is the reported MCSE honest?).
 """
 
 from __future__ import annotations
@@ -19,13 +18,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from .data import binarize
-from .generate import class_consistency, class_grid, generate, mean_pairwise_distance
 from .inference.marginals import Marginals
 from .model import DCIM
 
-__all__ = ["random_dcim", "class_kl", "MarginalErrors", "compare_marginals", "fraction_within", "SampleQuality",
-           "sample_quality"]
+__all__ = ["random_dcim", "class_kl", "MarginalErrors", "compare_marginals", "fraction_within"]
 
 
 @torch.no_grad()
@@ -105,36 +101,3 @@ def fraction_within(estimate: Marginals, reference: Marginals, k: float = 3.0, a
     if ref.shape != est.shape:
         raise ValueError(f"estimate {tuple(est.shape)} and reference {tuple(ref.shape)} hold different quantities")
     return float(((est - ref).abs() <= k * se + atol).double().mean())
-
-
-@dataclass
-class SampleQuality:
-    """Generated images of one mode in numbers (see :func:`sample_quality`)."""
-
-    mode: str
-    per_class: int
-    consistency: float
-    diversity: float
-    real_diversity: float
-
-    @property
-    def relative_diversity(self) -> float:
-        """Within-class diversity of the generated images over that of real digits (1: as varied)."""
-        return self.diversity / self.real_diversity
-
-
-def sample_quality(net: DCIM, real_images: torch.Tensor, real_labels: torch.Tensor, mode: str,
-                   per_class: int = 100, seed: int = 0) -> SampleQuality:
-    """``per_class`` images of every class generated in ``mode`` (:func:`pyro_dcim.generate.generate`):
-    the fraction the forward model assigns to the intended class, and the mean within-class
-    pairwise distance next to that of the real digits.
-
-    Ancestral samples are binary, so their reference is the real digits binarised by one
-    Bernoulli draw per pixel (pixel noise alone adds distance); the other modes return
-    probabilities and are compared with the intensities.
-    """
-    classes = class_grid(net.num_classes, per_class, net.input_bias.device)
-    images = generate(net, classes, mode, seed=seed)
-    real = binarize(real_images, "sample", seed) if mode == "ancestral" else real_images
-    return SampleQuality(mode, per_class, class_consistency(net, images, classes),
-                         mean_pairwise_distance(images, classes), mean_pairwise_distance(real, real_labels))

@@ -1,0 +1,334 @@
+"""The training loop: discriminative, bidirectional (21), sampled-layer (22) and the likelihood objectives.
+
+    from pyro_dcim.training import TrainConfig, train
+    result = train(TrainConfig(arch="dense", objective="bidirectional", epochs=15, out="runs/dense-21"))
+
+:func:`train` reads top to bottom: set up (every setting checked before the run folder exists),
+start fresh or resume, then the epochs, each a run of :func:`step` calls and an
+:func:`end_epoch`.  The data live on the device as tensors, visited in an order that is a pure
+function of ``(seed, epoch)`` (:mod:`.batches`).  A checkpoint is written atomically after every
+epoch (and on SIGINT/SIGTERM, mid-epoch) with the model, optimiser, RNG states, the position
+``(epoch, step)`` and the metrics so far, so that a resumed run reproduces an uninterrupted one
+exactly on CPU.  All writes are guarded by ``is_main``: one writer in a distributed run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyro
+import torch
+
+from ..init import init_input_bias, initialise
+from ..model import DCIM
+from ..objectives import get_objective, objective_settings, sampled_layer
+from ..spec import SpecError
+from ..validation import check_images
+from . import distributed, runs
+from .batches import Splits, epoch_permutation, load_splits, random_shift, shard_indices
+from .checkpoint import Architecture, CheckpointError, load_checkpoint, load_parameters, model_state, save_checkpoint
+from .config import OPTIMIZERS, ConfigError, TrainConfig, resolve_device
+from .metrics import EpochRow, Measures, Tally, TrainMeasures
+from .rng import rng_state, seed_everything, set_rng_state
+from .signals import StopSignals, TrainingInterrupted
+
+__all__ = ["TrainResult", "NonFiniteLossError", "train", "evaluate", "build_model", "lr_at"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before the step's update."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    net: DCIM
+    history: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+    config: TrainConfig | None = None  # the settings the run used (``out`` filled in)
+
+
+def build_model(cfg: TrainConfig, input_shape: tuple[int, ...]) -> DCIM:
+    """The DCIM of ``cfg.arch`` (a paper network's name or a spec); a bad spec raises SpecError."""
+    return DCIM.from_spec(cfg.arch, input_shape=input_shape, units=cfg.units)
+
+
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """Learning rate at ``progress`` in [0, 1) of the run: constant, or cosine decay to 0."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr
+
+
+def objective_call(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool) -> tuple[Callable, dict]:
+    """The objective of ``cfg`` and exactly the settings it takes (config names mapped to its own)."""
+    objective = get_objective(cfg.objective)
+    pool = dict(reverse_weight=cfg.reverse_weight, reduction=cfg.reverse_reduction, layer=cfg.sample_layer,
+                code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse,
+                approximation=cfg.approximation, particles=cfg.particles, wake_phi_weight=cfg.wake_phi_weight,
+                sleep_weight=cfg.sleep_weight)
+    return objective, objective_settings(objective, pool)
+
+
+@torch.no_grad()
+def evaluate(net: DCIM, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> Measures:
+    """Accuracy of the forward model, ``-log p(x^n|x^0)`` and the objective's reverse term
+    (from the class for (21) and the discriminative net, from a sampled layer for (22),
+    with a fixed seed so that evaluation is repeatable), as means over ``x``."""
+    was_training = net.training
+    net.eval()
+    generator = torch.Generator(device=x.device).manual_seed(cfg.seed + 7919)
+    objective, settings = objective_call(cfg, generator, report_reverse=True)
+    tally = Tally(Measures, x.device)
+    for i in range(0, len(x), cfg.eval_batch_size):
+        xb, yb = x[i:i + cfg.eval_batch_size], y[i:i + cfg.eval_batch_size]
+        tally.add(objective(net, xb, yb, **settings), yb)
+    net.train(was_training)
+    return tally.means()
+
+
+# -- setting up -------------------------------------------------------------------------------
+@dataclass
+class Setup:
+    """What a run is: its settings (``out`` filled in), device, place in a distributed run, data and net."""
+
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world_size: int
+    data: Splits
+    net: DCIM
+    run_dir: Path
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Setup:
+    """Check every setting, load the data and build the net, then (only then) prepare the run folder."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        # intra-op threads spin-wait: on 2 shared cores, 2 threads ran the dense net 10-20x slower
+        # than 1 whenever another process was busy (measured 0.9 s vs 7-21 s per epoch)
+        torch.set_num_threads(cfg.threads)
+    rank, world_size = distributed.rank_world()
+    if world_size > 1:  # launched by torchrun: join the process group, take this rank's GPU
+        device = distributed.init(device)
+    data = load_splits(cfg, device)
+    seed_everything(cfg.seed)  # the initial weights
+    net = build_model(cfg, tuple(data.train_x.shape[1:])).to(device)
+    if cfg.untie:  # before the optimiser sees the parameters; made equal again after the initialisation
+        net.untie()
+    n_labels = int(data.train_y.max()) + 1
+    if net.num_classes < n_labels:
+        raise SpecError(f"the spec's last layer has {net.num_classes} classes but {cfg.dataset} has labels "
+                        f"0..{n_labels - 1}; end the spec with {n_labels}")
+    for x in (data.train_x, data.val_x, data.test_x):
+        check_images(x, net.input_shape, name=f"{cfg.dataset} images")
+    if cfg.objective == "sampled-layer":
+        try:
+            sampled_layer(net, cfg.sample_layer, cfg.code_weight)
+        except ValueError as e:
+            raise ConfigError(f"--sample-layer / --code-weight: {e}") from None
+    cfg = dataclasses.replace(cfg, out=cfg.out or cfg.default_out())  # the caller's config stays as given
+    run_dir = Path(cfg.out)
+    if rank == 0:
+        run_dir = runs.prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    return Setup(cfg, device, rank, world_size, data, net, run_dir)
+
+
+# -- the state a checkpoint holds -------------------------------------------------------------
+@dataclass
+class State:
+    """Everything that changes while training: parameters (in the net), optimiser, the loop's random
+    generator, the position ``(epoch, step)``, the finished epochs and the current one's sums."""
+
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # every random draw of the loop: shifts, dynamic binarisation, x̃^k of (22)
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: torch.Tensor | None = None  # the epoch's Tally sums so far (None: none)
+    seconds: float = 0.0                  # the epoch's seconds so far
+
+
+def fresh_state(s: Setup) -> State:
+    """A new run: the initialisation of ``cfg.init`` and the optimiser at its start."""
+    initialise(s.net, s.cfg.init, s.data.train_x[:1024])  # "data": centred pre-activations (init.py)
+    if s.cfg.init_input_bias == "mean-image":
+        init_input_bias(s.net, s.data.train_x)
+    s.net.sync_reverse_weights()  # --untie: both copies start from the initialised weights
+    return State(OPTIMIZERS[s.cfg.optimizer](s.net.parameters(), s.cfg),
+                 torch.Generator(device=s.device).manual_seed(s.cfg.seed))
+
+
+def resumed_state(s: Setup, log: Callable[[str], object]) -> State:
+    """Everything restored from the run's checkpoint, once its net is the one the settings build."""
+    ckpt = load_checkpoint(s.run_dir, map_location=s.device)
+    stored, wanted = Architecture.stored(ckpt["model"]), Architecture.of(s.net)
+    if (stored.spec, stored.input_shape, stored.units) != (wanted.spec, wanted.input_shape, wanted.units):
+        raise CheckpointError(f"{s.run_dir}: the checkpoint holds spec {stored.spec} ({stored.units}) "
+                              f"but the config asks for {wanted.spec} ({wanted.units})")
+    if stored.tied != wanted.tied:
+        raise CheckpointError(f"{s.run_dir}: the checkpoint holds a {'tied' if stored.tied else 'untied'} net "
+                              f"but the config asks for {'an untied' if s.cfg.untie else 'a tied'} one")
+    load_parameters(s.net, ckpt["model"])
+    state = State(OPTIMIZERS[s.cfg.optimizer](s.net.parameters(), s.cfg),
+                  torch.Generator(device=s.device).manual_seed(s.cfg.seed))
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"], state.generator)
+    state.epoch, state.step = ckpt["position"]["epoch"], ckpt["position"]["step"]
+    state.history, state.partial, state.seconds = ckpt["history"], ckpt["partial"]["sums"], ckpt["partial"]["seconds"]
+    log(f"resuming {s.run_dir} at epoch {state.epoch + 1}, step {state.step}")
+    return state
+
+
+def save(s: Setup, state: State, tally: Tally | None = None, seconds: float = 0.0) -> None:
+    """The checkpoint at ``state``'s position; ``tally``: the sums of an epoch stopped part way."""
+    if not s.is_main:  # one writer in a distributed run
+        return
+    sums = tally.sums.cpu() if tally is not None else Tally(TrainMeasures, torch.device("cpu")).sums
+    save_checkpoint(s.run_dir / "checkpoint.pt", {
+        "model": model_state(s.net), "optimizer": state.optimizer.state_dict(), "rng": rng_state(state.generator),
+        "position": {"epoch": state.epoch, "step": state.step}, "partial": {"sums": sums, "seconds": seconds},
+        "history": state.history, "config": dataclasses.asdict(s.cfg),
+        "data_order": {"scheme": "randperm(seed * 1000003 + epoch)", "seed": s.cfg.seed}})
+
+
+# -- one step and the end of an epoch ---------------------------------------------------------
+def step(model: torch.nn.Module, s: Setup, state: State, tally: Tally, idx: torch.Tensor, lr: float) -> None:
+    """One update on the training images ``idx`` (augmented and binarised here, from ``state.generator``)."""
+    cfg = s.cfg
+    x, y = s.data.train_x[idx], s.data.train_y[idx]
+    if cfg.augment == "shift":
+        x = random_shift(x, state.generator)
+    if cfg.binarize == "dynamic":  # a fresh draw of the binary image x^0 ~ Bernoulli(intensity)
+        x = torch.bernoulli(x, generator=state.generator)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+        parts = model(x, y)
+    if not torch.isfinite(parts.total):
+        raise NonFiniteLossError(
+            f"non-finite loss ({parts.total.item()}) at epoch {state.epoch + 1}, step {state.step + 1} (batch of "
+            f"training images {idx[:5].tolist()}...); stopped before updating. The last good checkpoint is "
+            f"{s.run_dir / 'checkpoint.pt'}: lower --lr or set --grad-clip, then --resume")
+    state.optimizer.zero_grad(set_to_none=True)
+    parts.total.backward()
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(s.net.parameters(), cfg.grad_clip)
+    state.optimizer.step()
+    tally.add(parts, y)
+    state.step += 1
+
+
+def end_epoch(s: Setup, state: State, tally: Tally, lr: float, seconds: float, log: Callable[[str], object]) -> None:
+    """Combine the ranks' sums, evaluate, then record the epoch: checkpoint first, metrics files after."""
+    tally.sums = distributed.all_reduce_sum(tally.sums)  # a no-op on one process
+    row = EpochRow.of(state.epoch + 1, tally.means(), evaluate(s.net, s.cfg, s.data.val_x, s.data.val_y), lr,
+                      seconds)
+    state.history.append(row.as_dict())
+    state.epoch, state.step, state.partial, state.seconds = state.epoch + 1, 0, None, 0.0
+    save(s, state)
+    if s.is_main:
+        runs.append_metrics(s.run_dir, row.as_dict())
+        log(row.line(s.cfg.epochs))
+
+
+# -- the loop ---------------------------------------------------------------------------------
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+          log: Callable[[str], object] = print) -> TrainResult:
+    """Train a DCIM as ``cfg`` says, writing the run folder ``cfg.out`` (``cfg`` itself is not changed).
+
+    ``resume=True`` continues the run in ``cfg.out`` from its checkpoint.  Raises
+    ConfigError / DataError / SpecError / RunDirError / CheckpointError on bad input
+    (before anything is trained), :class:`NonFiniteLossError` and :class:`TrainingInterrupted`.
+    """
+    s = setup(cfg, resume, overwrite)
+    cfg, net, data = s.cfg, s.net, s.data
+    state = resumed_state(s, log) if resume else fresh_state(s)
+    if s.is_main:
+        runs.write_config(s.run_dir, dataclasses.asdict(cfg))
+        runs.write_metrics(s.run_dir, state.history)
+    if not resume:  # so a run stopped before its first save is still one that --resume continues
+        save(s, state)
+    if state.epoch >= cfg.epochs:
+        log(f"--epochs {cfg.epochs}: no epoch left to train ({len(state.history)} done); evaluating and saving the "
+            f"{'trained' if state.history else 'initialised'} network as it is")
+
+    # the loss as one module, so DistributedDataParallel (under torchrun) syncs its gradients; the
+    # discriminative net's reverse loss is measured in the eval pass, not per step
+    objective, settings = objective_call(cfg, state.generator, report_reverse=False)
+    model = distributed.wrap(distributed.ObjectiveModule(net, objective, **settings), s.device,
+                             find_unused_parameters=cfg.objective == "discriminative" or cfg.untie)
+    if cfg.compile:
+        model = torch.compile(model)
+    n_train = len(data.train_x)
+    steps_per_epoch = math.ceil(n_train // s.world_size / cfg.batch_size)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    net.train()
+    # the data were checked once when loaded: the hot path skips the per-call value checks (each a
+    # host sync on a GPU), as Pyro's own validation switch allows
+    with StopSignals() as stop, pyro.validation_enabled(False):
+        while state.epoch < cfg.epochs:
+            t0 = time.perf_counter() - state.seconds
+            tally = Tally(TrainMeasures, s.device, state.partial)
+            order = shard_indices(epoch_permutation(n_train, cfg.seed, state.epoch), s.rank, s.world_size)
+            batches = order.to(s.device).split(cfg.batch_size)
+            bar = _progress(len(batches), state.step, f"epoch {state.epoch + 1}/{cfg.epochs}", s.is_main)
+            while state.step < len(batches):
+                lr = lr_at(cfg, (state.epoch * steps_per_epoch + state.step) / total_steps)
+                step(model, s, state, tally, batches[state.step], lr)
+                if bar is not None:
+                    bar.update(1)
+                if stop.received is not None:
+                    if bar is not None:
+                        bar.close()
+                    save(s, state, tally, time.perf_counter() - t0)
+                    raise TrainingInterrupted(stop.received, s.run_dir, state.epoch, state.step)
+            if bar is not None:
+                bar.close()
+            lr = lr_at(cfg, ((state.epoch + 1) * steps_per_epoch - 1) / total_steps)
+            end_epoch(s, state, tally, lr, time.perf_counter() - t0, log)
+            if stop.received is not None:  # a signal during the evaluation
+                raise TrainingInterrupted(stop.received, s.run_dir, state.epoch, 0)
+
+    summary = finish(s, state.history, log)
+    return TrainResult(s.run_dir, net, state.history, summary, cfg)
+
+
+def finish(s: Setup, history: list[dict[str, Any]], log: Callable[[str], object] = print) -> dict[str, Any]:
+    """Final validation and test numbers into ``summary.json``, and the figures."""
+    net, cfg, data = s.net, s.cfg, s.data
+    val, test = evaluate(net, cfg, data.val_x, data.val_y), evaluate(net, cfg, data.test_x, data.test_y)
+    summary = {"epochs": len(history), "seconds": sum(r["seconds"] for r in history),
+               **{f"val_{k}": v for k, v in val.as_dict().items()},
+               **{f"test_{k}": v for k, v in test.as_dict().items()},
+               "n_train": len(data.train_x), "n_val": len(data.val_x), "n_test": len(data.test_x),
+               "device": str(data.train_x.device), "threads": torch.get_num_threads(), "run_dir": str(s.run_dir)}
+    if s.is_main:
+        runs.write_json(s.run_dir / runs.SUMMARY_NAME, summary)
+        if cfg.figures:
+            from ..plots import run_figures
+
+            run_figures(net, cfg, history, s.run_dir, seed=cfg.seed)
+        log(f"final: val_acc {val.acc:.4f}, val reverse loss {val.reverse_nll_per_pixel:.4f} per pixel "
+            f"({val.reverse_nll_sum:.1f} nats per image), test_acc {test.acc:.4f}, "
+            f"{summary['seconds']:.1f} s training; run folder {s.run_dir}")
+    return summary
+
+
+def _progress(total: int, initial: int, desc: str, is_main: bool):
+    if not (is_main and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
