@@ -7,7 +7,7 @@ shared by both directions, and ``b^0``, the input bias used only in reverse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ from torch import nn
 
 from .approximations import get_approximation
 from .layers import make_layer
+from .pyro_models import PyroModels
 from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
 from .validation import as_labels, check_direction, check_images, check_labels, check_state
@@ -50,19 +51,13 @@ class ReverseMeanField:
     logits: torch.Tensor
 
 
-class DCIM(nn.Module):
+class DCIM(PyroModels, nn.Module):
     """A deep conditional independent model held as one tied sigmoid network.
 
     Build it from the paper's notation with :meth:`from_spec`.  Attribute
     ``layers[k-1]`` is ``W^k`` with its bias ``b^k``; ``input_bias`` is ``b^0``.
-    The Pyro models and guides of :mod:`pyro_dcim.pyro_models` are its methods too.
+    The Pyro models and guides of :mod:`pyro_dcim.pyro_models` are its methods too (:class:`PyroModels`).
     """
-
-    # Bound by pyro_models.py, which builds on this module: so this one does not import it.
-    forward_model: Callable[..., torch.Tensor]
-    reverse_model: Callable[..., torch.Tensor]
-    mean_field_guide: Callable[..., None]
-    reverse_mean_field_guide: Callable[..., None]
 
     def __init__(self, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True) -> None:
         super().__init__()

@@ -17,18 +17,20 @@ narrow net exactly.  ``infer_discrete`` does not work: it needs scalar sites.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pyro
 import pyro.distributions as dist
 import torch
 
-from .model import DCIM
 from .units import all_bit_states, log1p_exp
 from .validation import check_images, check_labels
 
+if TYPE_CHECKING:     # model.py builds on this module (DCIM inherits PyroModels): no runtime import back
+    from .model import DCIM
+
 __all__ = ["forward_model", "reverse_model", "mean_field_guide", "reverse_mean_field_guide",
-           "hidden_site", "PLATE_NAME"]
+           "hidden_site", "PLATE_NAME", "PyroModels"]
 
 PLATE_NAME = "data"
 
@@ -179,8 +181,22 @@ def reverse_mean_field_guide(net: DCIM, y: torch.Tensor, x0: Optional[torch.Tens
             pyro.sample("x0", _bernoulli(rmf.logits, len(net.input_shape)))
 
 
-# The models as methods of the net (``net.forward_model``, as Pyro's inference classes take them),
-# bound where they are written, so that model.py, below this module, needs no import of it.
-for _fn in (forward_model, reverse_model, mean_field_guide, reverse_mean_field_guide):
-    setattr(DCIM, _fn.__name__, _fn)
-del _fn
+class PyroModels:
+    """The models and guides as methods of the net (``net.forward_model``), as Pyro's inference
+    classes take them; :class:`~pyro_dcim.model.DCIM` inherits them."""
+
+    def forward_model(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
+                      name: str = "dcim") -> torch.Tensor:
+        return forward_model(self, x0, y, name=name)
+
+    def reverse_model(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None, *,
+                      name: str = "dcim") -> torch.Tensor:
+        return reverse_model(self, y, x0, name=name)
+
+    def mean_field_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
+                         name: str = "dcim", approximation: str = "first-order") -> None:
+        mean_field_guide(self, x0, y, name=name, approximation=approximation)
+
+    def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None, *,
+                                 name: str = "dcim", approximation: str = "first-order") -> None:
+        reverse_mean_field_guide(self, y, x0, name=name, approximation=approximation)
