@@ -35,7 +35,7 @@ class LatticeTerm:
         self.logits = logits.reshape(n, *self.child_shape).contiguous()
         self.buffer = torch.empty_like(self.logits)
         self.abs_sum = self.logits.abs().sum(1)
-        self.log_sig = log_sigmoid_abs_sum(self.logits, 1).to(logits.dtype)
+        self.log_sig = log_sigmoid_abs_sum(self.logits, 1)
         self.deltas, self._owners = deltas, owners     # both kept by the caller across sweeps
 
     def owner(self, a: int, b: int, lattice: torch.Size, period: int) -> torch.Tensor:
@@ -107,7 +107,7 @@ def lattice_update(x: torch.Tensor, own: torch.Tensor, shape: tuple[int, int, in
             # |alt| in a buffer kept across colours: fresh megabyte tensors would page-fault
             ab = torch.addcmul(t.logits, so, delta, out=t.buffer).abs_()
             abs_sum = ab.sum(1)
-            log_sig = log_sigmoid_sum_(ab, 1).to(ab.dtype)
+            log_sig = log_sigmoid_sum_(ab, 1)
             # Σ_K softplus(alt) − softplus(L) = (so Σ_K ΔL + Σ|alt| − Σ|L|) / 2 − Σ log σ(|alt|) + Σ log σ(|L|)
             d = 0.5 * (so[:, 0] * delta.sum(0) + abs_sum - t.abs_sum) - (log_sig - t.log_sig)
             field -= t.weight * sign * t.collect(d.flatten(1), owner, lattice.numel())

@@ -27,22 +27,22 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 
 
 def log_sigmoid_abs_sum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``Σ_j log σ(|x_j|)`` over ``dim``, float64."""
+    """``Σ_j log σ(|x_j|)`` over ``dim``, in ``x``'s dtype."""
     return log_sigmoid_sum_(x.abs(), dim)
 
 
 def log_sigmoid_sum_(a: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``Σ_j log σ(a_j)`` over ``dim`` for ``a ≥ 0``, float64, overwriting ``a`` with ``σ(a)``.
+    """``Σ_j log σ(a_j)`` over ``dim`` for ``a ≥ 0``, in ``a``'s dtype, overwriting ``a`` with ``σ(a)``.
 
     Products of up to :data:`_FLOAT32_TERMS` factors are taken in ``a``'s dtype (no float64 copy
-    of the full tensor), then in float64."""
+    of the full tensor); longer ones multiply those partial products in float64."""
     p = a.sigmoid_().movedim(dim, -1)
     m = p.shape[-1]
     if m <= _FLOAT32_TERMS:
-        return p.prod(-1).double().log()
+        return p.prod(-1).log_()
     part = next((d for d in range(_FLOAT32_TERMS, 15, -1) if m % d == 0), 0)
     if part:
         p = p.unflatten(-1, (m // part, part)).prod(-1)
     p = p.double()
     parts = p.tensor_split(max(1, -(-p.shape[-1] // _FLOAT64_TERMS)), -1)
-    return sum(q.prod(-1).log() for q in parts)
+    return sum(q.prod(-1).log() for q in parts).to(a.dtype)
