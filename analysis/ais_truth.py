@@ -1,13 +1,16 @@
 """Our estimate of the truth: AIS at a setting whose BDMC gap is known, on real binarised test digits.
 
     python analysis/ais_truth.py RUN_DIR [--images 100] [--steps 10000] [--chains 4] [--chunk 25] [--out DIR]
+    python analysis/ais_truth.py RUN_DIR --digits 50 100 --out DIR2      # a second process, another folder
+    python analysis/ais_truth.py RUN_DIR --merge DIR2/ais_truth.json     # fold its digits into --out
 
 −log p(x⁰ | y) of the first ``--images`` test digits of the run's dataset (binarised stochastically,
 seed 0) at the true class, by :func:`pyro_dcim.inference.ais_log_likelihood` from the forward chain
 (sigmoid schedule).  At 10⁴ temperatures the BDMC gap of the default dense run is below 1 nat
 (``bdmc_sweep.md``), so these numbers are its likelihood to within about that.  Hours of CPU: digits
 run in chunks and every finished chunk is saved to ``ais_truth.json`` in --out (default
-``out/analysis``, untracked), so a stopped job resumes where it left off.  Writes ``ais_truth.md``.
+``out/analysis``, untracked), so a stopped job resumes where it left off; ``--digits`` splits the
+digits between processes and ``--merge`` gathers their files.  Writes ``ais_truth.md``.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ def key(run: _report.Run, steps: int, chains: int) -> str:
     return f"{run.path.name}|{steps}|{chains}"
 
 
-def run_chunks(run: _report.Run, steps: int, chains: int, images: int, chunk: int, record: dict,
+def run_chunks(run: _report.Run, steps: int, chains: int, digit_range: range, chunk: int, record: dict,
                save) -> dict:
-    """AIS on the digits not yet in ``record["digits"]``, ``chunk`` at a time, saving after each."""
-    x0, y = run.test_data(images, binarize_mode="sample", seed=0)
+    """AIS on the digits of ``digit_range`` not yet in ``record["digits"]``, ``chunk`` at a time,
+    saving after each."""
+    x0, y = run.test_data(digit_range.stop, binarize_mode="sample", seed=0)
     digits = record.setdefault("digits", {})
-    todo = [i for i in range(images) if str(i) not in digits]
+    todo = [i for i in digit_range if str(i) not in digits]
     for start in range(0, len(todo), chunk):
         idx = torch.tensor(todo[start:start + chunk])
         torch.manual_seed(int(idx[0]))        # a chunk's draws do not depend on which chunks ran before
@@ -70,7 +74,10 @@ def summary(record: dict) -> list:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="trained run folders")
-    p.add_argument("--images", type=int, default=100)
+    p.add_argument("--images", type=int, default=100, help="the first N test digits")
+    p.add_argument("--digits", type=int, nargs=2, metavar=("START", "STOP"),
+                   help="only test digits START..STOP-1 (instead of --images)")
+    p.add_argument("--merge", type=Path, nargs="+", default=[], help="ais_truth.json files to fold in first")
     p.add_argument("--steps", type=int, default=10_000, help="AIS temperatures")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--chunk", type=int, default=25, help="digits per saved chunk")
@@ -79,10 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.images, args.steps, args.chains, args.chunk) < 1:
         p.error("--images, --steps, --chains and --chunk must be at least 1")
+    digit_range = range(*args.digits) if args.digits else range(args.images)
+    if not digit_range or digit_range.start < 0:
+        p.error(f"--digits {args.digits[0]} {args.digits[1]} is an empty range")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "ais_truth.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
+    for other in args.merge:
+        for name, record in json.loads(other.read_text()).items():
+            done.setdefault(name, {k: v for k, v in record.items() if k != "digits"}).setdefault(
+                "digits", {}).update(record.get("digits", {}))
 
     def save() -> None:
         tmp = path.with_suffix(".tmp")
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         record = done.setdefault(key(run, args.steps, args.chains), dict(
             run=str(run.path.as_posix()), objective=run.objective, dataset=run.dataset, steps=args.steps,
             chains=args.chains))
-        run_chunks(run, args.steps, args.chains, args.images, args.chunk, record, save)
+        run_chunks(run, args.steps, args.chains, digit_range, args.chunk, record, save)
     header = ["run", "temperatures", "chains", "digits", "−log p(x⁰ | y) (mean)", "± over digits",
               "MC error of the mean", "largest per-digit MC error", "mean-field reverse loss",
               "mean field − AIS", "seconds (all digits)"]
