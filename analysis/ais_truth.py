@@ -93,16 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "ais_truth.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
-    for other in args.merge:
-        for name, record in json.loads(other.read_text()).items():
-            done.setdefault(name, {k: v for k, v in record.items() if k != "digits"}).setdefault(
-                "digits", {}).update(record.get("digits", {}))
 
     def save() -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(done, indent=1) + "\n")
         tmp.replace(path)
 
+    for other in args.merge:
+        for name, record in json.loads(other.read_text()).items():
+            done.setdefault(name, {k: v for k, v in record.items() if k != "digits"}).setdefault(
+                "digits", {}).update(record.get("digits", {}))
+    if args.merge:
+        save()
     t0 = time.perf_counter()
     for folder in args.runs:
         run = _report.load_run(folder)

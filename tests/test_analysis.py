@@ -138,6 +138,14 @@ def test_ais_truth_script_resumes_by_chunks(tmp_path, tiny_runs):
     assert all(len(d["log_weights"]) == 2 and d["estimate"] < 0 for d in record["digits"].values())
     (row,) = _table_rows((tmp_path / "ais_truth.md").read_text())[1:]
     assert row[3] == "4" and float(row[4]) > 0
+    # a second process on other digits, in its own folder, then merged: digit 4 is new, 0-3 are kept
+    _script("ais_truth.py", *args[:-1], str(tmp_path / "other"), "--digits", "3", "5", quick=False)
+    out = _script("ais_truth.py", *args, "--images", "5", "--merge", str(tmp_path / "other" / "ais_truth.json"),
+                  quick=False)
+    assert "digits " not in out
+    (merged,) = json.loads((tmp_path / "ais_truth.json").read_text()).values()
+    assert sorted(merged["digits"], key=int) == ["0", "1", "2", "3", "4"]
+    assert merged["digits"]["2"] == record["digits"]["2"]
 
 
 # -- the estimators behind the tables -------------------------------------------------------
