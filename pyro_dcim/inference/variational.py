@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..approximations import Pass, first_order, preactivation_variance, probit_logit
-from .chain import Chain
+from ..chain import Chain
 
 if TYPE_CHECKING:
     from ..model import DCIM
