@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's
 from timing import machine_info, sync, time_cases  # noqa: E402
 
 from pyro_dcim import DCIM, PAPER_SPECS  # noqa: E402
-from pyro_dcim.inference.variational import fit_mean_field  # noqa: E402
+from pyro_dcim.approximations.variational import fit_mean_field  # noqa: E402
 from pyro_dcim.objectives import bidirectional_loss  # noqa: E402
 
 

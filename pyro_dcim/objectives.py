@@ -33,9 +33,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .inference.chain import Chain
+from .approximations.variational import fit_mean_field
+from .chain import Chain
 from .inference.energy import ChainEnergy
-from .inference.variational import fit_mean_field
 from .model import DCIM
 from .validation import check_labels
 

@@ -107,7 +107,7 @@ def test_too_wide_layer_names_layer_width_and_limit():
 def test_log_probabilities_keep_float64_precision_for_large_logits():
     """``F.softplus`` returns ``l`` above ``l = 20`` (an error of ``e^-20``); the engines' and the Pyro
     sites' form is exact."""
-    from pyro_dcim.inference.chain import bernoulli_log_prob
+    from pyro_dcim.chain import bernoulli_log_prob
 
     logits = torch.tensor([-800.0, -40.0, -21.0, -1e-3, 0.0, 3.0, 19.0, 21.0, 25.0, 40.0, 800.0], dtype=torch.float64)
     reference = torch.logaddexp(torch.zeros_like(logits), logits)   # log(1 + e^l), exact

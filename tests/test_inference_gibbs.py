@@ -6,6 +6,7 @@ import torch
 from _brute_force import brute_force, joint_states, random_batch, random_net, single_thread, state_index
 from scipy.stats import chi2
 
+from pyro_dcim.chain import Chain
 from pyro_dcim.inference import (
     DCIMGibbs,
     diagnostics,
@@ -15,7 +16,6 @@ from pyro_dcim.inference import (
     mean_field_marginals,
 )
 from pyro_dcim.inference.blanket import LayerBlanket
-from pyro_dcim.inference.chain import Chain
 from pyro_dcim.pyro_models import hidden_site
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)

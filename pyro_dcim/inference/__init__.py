@@ -4,7 +4,8 @@ Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 :class:`Marginals` (hidden layers in index order ``x^1 … x^{n-1}``):
 
 * :func:`mean_field_marginals` — the approximation itself, eq. (2), (14)-(15), or AP2 / variational;
-* :func:`variational_posterior` — Saul-Jaakkola-Jordan mean field and its lower bound;
+* :func:`variational_posterior` — Saul-Jaakkola-Jordan mean field and its lower bound
+  (:mod:`pyro_dcim.approximations.variational`, re-exported);
 * :func:`exact_marginals`, :func:`exact_posterior`, :func:`exact_log_likelihood` —
   enumeration over each layer's ``2^{m_k}`` states (narrow layers);
 * :func:`ancestral_marginals`, :func:`importance_marginals`,
@@ -17,6 +18,7 @@ Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 * :mod:`.diagnostics` — ArviZ summaries, R-hat, ESS, MCSE, trace/rank plots.
 """
 
+from ..approximations.variational import VariationalFit, variational_posterior
 from . import diagnostics
 from .ais import AISResult, BDMCResult, MarginalResult, ais_log_likelihood, ais_log_marginal, bdmc
 from .bounds import KSampleBound, importance_bounds, k_sample_bounds
@@ -31,7 +33,6 @@ from .sampling import (
     importance_log_likelihood,
     importance_marginals,
 )
-from .variational import VariationalFit, variational_posterior
 
 __all__ = [
     "Marginals", "mean_field_marginals", "variational_posterior", "VariationalFit",

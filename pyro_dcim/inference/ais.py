@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
+from ..chain import Chain
 from ..pyro_models import hidden_site
-from .chain import Chain
 from .energy import ChainEnergy
 from .weights import log_mean_exp, weight_diagnostics
 

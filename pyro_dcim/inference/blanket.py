@@ -24,8 +24,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from ..chain import Chain
 from ..layers import TiedConv2d
-from .chain import Chain
 
 __all__ = ["Colour", "LayerBlanket"]
 

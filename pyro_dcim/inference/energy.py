@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Mapping, Optional, Union
 
 import torch
 
+from ..chain import Chain
 from .blanket import Colour, LayerBlanket
-from .chain import Chain
 from .lattice import LatticeTerm, lattice_deltas, lattice_update
 from .logistic import log_sigmoid_abs_sum, log_sigmoid_sum_, softplus
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from ..chain import Chain
 from ..units import all_bit_states, log1p_exp
-from .chain import Chain
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
 

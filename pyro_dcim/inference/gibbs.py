@@ -34,9 +34,9 @@ import torch
 from pyro.infer import MCMC
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
+from ..chain import Chain
 from ..pyro_models import hidden_site
 from . import diagnostics
-from .chain import Chain
 from .energy import ChainEnergy, posterior_weights
 from .marginals import Marginals
 from .mean_field import mean_field_marginals

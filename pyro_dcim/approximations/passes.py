@@ -1,45 +1,33 @@
-"""Approximations of the layer marginals that the mean-field passes propagate.
+"""The closed-form passes: first-order, eq. (2), (14)-(15), and AP2 (Shekhovtsov & Flach 2019).
 
-Every approximation is a function of one signature,
-
-    fn(net, start, *, direction, layer, upto) -> Pass(hidden, preactivations, logits)
-
-``start`` is the observed state in the unit encoding (``state(x^0)`` forward with
-``layer = 0``; a class one-hot or a hidden state at ``layer`` in reverse).  ``hidden``
-are the means ``E[x^k]`` in the chain's order, ``preactivations`` the *effective*
-pre-activations ``a`` with ``units.mean(a) = E[x^k]`` (so ``units.bit_logits(a)`` are
-the marginals' Bernoulli logits, whatever the approximation), and ``logits`` the class
-logits (forward; ``softmax(logits)`` is the class posterior) or the image's bit logits
-(reverse).  :data:`APPROXIMATIONS` maps the option name to the function:
-
-* ``"first-order"`` — eq. (2), (14)-(15): ``μ^k = mean(W^k μ^{k-1} + b^k)``;
-* ``"ap2"`` — mean and variance of every unit (Shekhovtsov & Flach 2019), see :func:`ap2`;
-* ``"variational"`` — Saul, Jaakkola & Jordan's (1996) mean field, fitted by fixed-point
-  iterations (:mod:`pyro_dcim.inference.variational`).
+Both have the signature of :mod:`pyro_dcim.approximations` and return a :class:`Pass`.  The
+moment pieces they share (``(W∘W) v``, unit variances, the probit approximation of ``E σ``)
+are public here for the variational fit (:mod:`.variational`) and the analyses.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .layers import TiedConv2d
+from ..layers import TiedConv2d
 
 if TYPE_CHECKING:
-    from .model import DCIM
+    from ..model import DCIM
 
-__all__ = ["Pass", "APPROXIMATIONS", "get_approximation", "check_approximation", "first_order", "ap2", "variational",
-           "squared_map", "preactivation_variance", "unit_variance", "probit_logit", "softmax_expectation_logits",
-           "PROBIT_CONSTANT"]
+__all__ = ["Pass", "first_order", "ap2", "squared_map", "preactivation_variance", "unit_variance", "probit_logit",
+           "softmax_expectation_logits", "PROBIT_CONSTANT"]
 
 #: ``λ²`` of ``σ(t) ≈ Φ(λ t)``: ``π / 8`` matches the slopes at 0 (``σ'(0) = 1/4 = λ φ(0)``; MacKay 1992).
 PROBIT_CONSTANT = math.pi / 8
 
 
 class Pass(NamedTuple):
+    """One approximation's result: see :mod:`pyro_dcim.approximations` for the three fields."""
+
     hidden: list[torch.Tensor]
     preactivations: list[torch.Tensor]
     logits: torch.Tensor
@@ -118,7 +106,7 @@ def _pairwise_softmax_logits(mean: torch.Tensor, var_diff: torch.Tensor) -> torc
     return (-F.softplus(others)).log_softmax(-1)
 
 
-# -- the approximations ------------------------------------------------------------------------
+# -- the passes --------------------------------------------------------------------------------
 def _steps(net: "DCIM", direction: str, layer: int, upto: Optional[int]):
     """``(k, is_end)`` for each layer the pass reaches from ``layer``: the class or the image is the end."""
     n = net.num_layers
@@ -195,25 +183,3 @@ def ap2(net: "DCIM", start: torch.Tensor, *, direction: str = "forward", layer: 
         pre.append(a)
         hidden.append(h)
     return Pass(hidden, pre, logits)
-
-
-def variational(net: "DCIM", start: torch.Tensor, *, direction: str = "forward", layer: int = 0,
-                upto: Optional[int] = None) -> Pass:
-    """Saul-Jaakkola-Jordan mean field (:func:`pyro_dcim.inference.variational.variational_pass`)."""
-    from .inference.variational import variational_pass
-
-    return variational_pass(net, start, direction=direction, layer=layer, upto=upto)
-
-
-APPROXIMATIONS: dict[str, Callable[..., Pass]] = {"first-order": first_order, "ap2": ap2, "variational": variational}
-
-
-def check_approximation(name: str) -> str:
-    if name not in APPROXIMATIONS:
-        raise ValueError(f"unknown approximation {name!r}; choose one of {', '.join(APPROXIMATIONS)}")
-    return name
-
-
-def get_approximation(name: str) -> Callable[..., Pass]:
-    """The pass for ``"first-order" | "ap2" | "variational"``."""
-    return APPROXIMATIONS[check_approximation(name)]

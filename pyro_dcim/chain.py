@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from ..units import log1p_exp
-from ..validation import check_direction, check_images, check_labels
+from .units import log1p_exp
+from .validation import check_direction, check_images, check_labels
 
 if TYPE_CHECKING:
-    from ..model import DCIM
+    from .model import DCIM
 
 __all__ = ["Chain"]
 

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
-from ..approximations import Pass, first_order, preactivation_variance, probit_logit
-from .chain import Chain
+from ..chain import Chain
+from .passes import Pass, first_order, preactivation_variance, probit_logit
 
 if TYPE_CHECKING:
     from ..model import DCIM
