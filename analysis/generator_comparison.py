@@ -156,7 +156,7 @@ def main() -> None:
                 "'NN ratio' = median distance of ancestral samples to their nearest binarised training digit "
                 "over the same for real binarised test digits (< 1: closer than real digits, memorising). "
                 "MF rev/px: the mean-field reverse loss -log p(x0 | y) per pixel on test intensities.")
-    _report.write_markdown(args.out / "generator_comparison.md", "Generator comparison (issue 13)", [
+    _report.write_markdown(args.out / "generator_comparison.md", "Generator comparison by objective", [
         _report.command_line(), settings, _report.table(header, body, digits=4),
         _report.machine_note(args.threads)])
 

@@ -47,8 +47,9 @@ def plot_learning_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], p
                     ax.plot(epochs, values, style, marker="o", markersize=3, color=colour, label=f"{label} {suffix}")
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=7)
+    for ax in (axes[0], axes[2]):
+        if ax.get_legend_handles_labels()[0]:       # nothing to label when no epoch ran
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
