@@ -126,10 +126,14 @@ class Chain:
         return bernoulli_log_prob(self.units.bit_logits(preact), target).flatten(-event).sum(-1)
 
     @torch.no_grad()
-    def sample(self, start: torch.Tensor, particles: int = 1,
-               generator: Optional[torch.Generator] = None) -> dict[int, torch.Tensor]:
+    def sample(self, start: torch.Tensor, particles: int = 1, generator: Optional[torch.Generator] = None,
+               upto: Optional[int] = None) -> dict[int, torch.Tensor]:
         """Ancestral draws of the hidden layers given the start state: ``{k: bits (particles, batch, m_k)}``,
-        flat float 0/1 (the layout :class:`~pyro_dcim.inference.energy.ChainEnergy` scores)."""
+        flat float 0/1 (the layout :class:`~pyro_dcim.inference.energy.ChainEnergy` scores).
+
+        The one ancestral sampler of the chains: generation, simulation, AIS's start, the Gibbs
+        kernel's initial state and the objectives' particles all draw through it.  ``upto``: stop
+        after drawing that layer (default: the last hidden layer from the start)."""
         parent, out = start, {}
         for k in self.order:
             p = torch.sigmoid(self.logits(k, parent))
@@ -137,4 +141,6 @@ class Chain:
             bits = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype).lt_(p).to(p.dtype)
             parent = self.units.state(bits)
             out[k] = bits.flatten(2)
+            if k == upto:
+                break
         return out

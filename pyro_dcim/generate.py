@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from .chain import Chain
 from .model import DCIM
 from .validation import as_labels
 
@@ -40,11 +41,9 @@ def class_grid(num_classes: int, per_class: int, device: torch.device | str = "c
 def _sample_down_to(net: DCIM, classes: torch.Tensor, layer: int, generator: Optional[torch.Generator]
                     ) -> torch.Tensor:
     """Sample ``x^{n-1}, …, x^{layer}`` ancestrally from the class (eq. 17); the state of ``x^{layer}``."""
-    h = net.class_state(classes)
-    for k in range(net.num_layers - 1, layer - 1, -1):
-        p = torch.sigmoid(net.conditional_logits(k, h, "reverse"))
-        h = net.units.state(torch.bernoulli(p, generator=generator))
-    return h
+    chain = Chain(net, "reverse")
+    bits = chain.sample(chain.start_state(None, classes), 1, generator, upto=layer)[layer][0]
+    return net.units.state(bits.reshape(len(classes), *net.shapes[layer]))
 
 
 @torch.no_grad()

@@ -242,3 +242,18 @@ def test_lattice_update_matches_the_general_path(units, dtype, monkeypatch):
         assert torch.equal(b1[k], b2[k])
         assert torch.allclose(p1[k], p2[k], atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=0)
     assert 0.05 < float(torch.cat([p.flatten() for p in p1.values()]).mean()) < 0.95
+
+
+def test_chain_sample_is_the_ancestral_draw_and_stops_at_upto():
+    from pyro_dcim.chain import Chain
+
+    net = random_net([5, 4, 3, 2], (6,), "01", seed=1, scale=1.5)
+    chain = Chain(net, "reverse")
+    y = torch.tensor([0, 1])
+    g = torch.Generator().manual_seed(0)
+    part = chain.sample(chain.start_state(None, y), 3, g, upto=2)
+    assert sorted(part) == [2, 3] and part[2].shape == (3, 2, 4)
+    # the top layer's frequencies match its conditional given the class
+    many = chain.sample(chain.start_state(None, y), 20000, torch.Generator().manual_seed(1), upto=3)[3]
+    p = torch.sigmoid(net.conditional_logits(3, net.class_state(y), "reverse")).flatten(1)
+    assert torch.allclose(many.mean(0), p, atol=4 * (0.25 / 20000) ** 0.5)

@@ -280,13 +280,9 @@ def simulate(net: "DCIM", num_images: int, *, class_prior: Optional[torch.Tensor
     prior = torch.full((c,), 1.0 / c) if class_prior is None else torch.as_tensor(class_prior, dtype=torch.float)
     y = torch.multinomial(prior, num_images, replacement=True, generator=gen).to(net.input_bias.device)
     chain = Chain(net, "reverse")
-    parent, h = chain.start_state(None, y), {}
-    for k in chain.order:
-        p = torch.sigmoid(chain.logits(k, parent))
-        bits = torch.bernoulli(p, generator=gen)
-        h[hidden_site(k)] = bits
-        parent = net.units.state(bits)
-    p0 = torch.sigmoid(net.conditional_logits(0, parent, "reverse"))
+    bits = chain.sample(chain.start_state(None, y), 1, gen)
+    h = {hidden_site(k): b[0].reshape(num_images, *net.shapes[k]) for k, b in bits.items()}
+    p0 = torch.sigmoid(net.conditional_logits(0, net.units.state(h[hidden_site(1)]), "reverse"))
     x0 = torch.bernoulli(p0, generator=gen)
     return x0, y, h
 

@@ -172,13 +172,9 @@ class DCIMGibbs(MCMCKernel):
             return {hidden_site(k): torch.bernoulli(torch.full((*lead, *self.net.shapes[k]), 0.5, dtype=dtype,
                                                                device=self.net.input_bias.device))
                     for k in self.chain.hidden}
-        out, parent = {}, self.chain.start_state(self.x0, self.y)
-        with torch.no_grad():
-            for k in self.chain.order:   # ancestral draw of the chain, the far end left free
-                p = torch.sigmoid(self.chain.logits(k, parent))
-                out[hidden_site(k)] = torch.bernoulli(p.expand(*lead, *self.net.shapes[k]))
-                parent = self.chain.units.state(out[hidden_site(k)])
-        return out
+        # an ancestral draw of the chain, the far end left free
+        bits = self.chain.sample(self.chain.start_state(self.x0, self.y), lead[0])
+        return {hidden_site(k): self._shaped(k, b) for k, b in bits.items()}
 
     def conditional_draws(self) -> dict[str, torch.Tensor]:
         """Recorded conditionals as ``{site: (chains, draws, batch, *shape)}``."""
