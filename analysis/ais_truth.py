@@ -1,6 +1,6 @@
 """Our estimate of the truth: AIS at a setting whose BDMC gap is known, on real binarised test digits.
 
-    python analysis/ais_truth.py RUN_DIR [--images 100] [--steps 10000] [--chains 4] [--chunk 25] [--out DIR]
+    python analysis/ais_truth.py RUN_DIR [--images 100] [--steps 10000] [--chains 4] [--chunk 100] [--out DIR]
     python analysis/ais_truth.py RUN_DIR --digits 50 100 --out DIR2      # a second process, another folder
     python analysis/ais_truth.py RUN_DIR --merge DIR2/ais_truth.json     # fold its digits into --out
 
@@ -8,9 +8,10 @@
 seed 0) at the true class, by :func:`pyro_dcim.inference.ais_log_likelihood` from the forward chain
 (sigmoid schedule).  At 10⁴ temperatures the BDMC gap of the default dense run is below 1 nat
 (``bdmc_sweep.md``), so these numbers are its likelihood to within about that.  Hours of CPU: digits
-run in chunks and every finished chunk is saved to ``ais_truth.json`` in --out (default
-``out/analysis``, untracked), so a stopped job resumes where it left off; ``--digits`` splits the
-digits between processes and ``--merge`` gathers their files.  Writes ``ais_truth.md``.
+run in chunks, every finished chunk is saved to ``ais_truth.json`` in --out (default
+``out/analysis``, untracked) and a running chunk checkpoints every 100 temperatures, so a stopped job
+resumes where it left off; ``--digits`` splits the digits between processes and ``--merge``
+gathers their files.  Writes ``ais_truth.md``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def key(run: _report.Run, steps: int, chains: int) -> str:
 
 
 def run_chunks(run: _report.Run, steps: int, chains: int, digit_range: range, chunk: int, record: dict,
-               save) -> dict:
+               save, folder: Path) -> dict:
     """AIS on the digits of ``digit_range`` not yet in ``record["digits"]``, ``chunk`` at a time,
-    saving after each."""
+    saving after each; inside a chunk AIS itself checkpoints to ``folder`` every 100 temperatures."""
     x0, y = run.test_data(digit_range.stop, binarize_mode="sample", seed=0)
     digits = record.setdefault("digits", {})
     todo = [i for i in digit_range if str(i) not in digits]
@@ -46,7 +47,8 @@ def run_chunks(run: _report.Run, steps: int, chains: int, digit_range: range, ch
         torch.manual_seed(int(idx[0]))        # a chunk's draws do not depend on which chunks ran before
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # k̂ is NaN with fewer than 21 chains: nothing to flag
-            res = ais_log_likelihood(run.net, x0[idx], y[idx], steps, chains)
+            ckpt = folder / f"ais_truth_{run.path.name}_{steps}x{chains}_from{int(idx[0])}.ckpt"
+            res = ais_log_likelihood(run.net, x0[idx], y[idx], steps, chains, checkpoint=ckpt)
         with torch.no_grad():
             mf = class_reverse_nll(run.net, x0[idx], y[idx])
         for j, i in enumerate(idx.tolist()):
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", type=Path, nargs="+", default=[], help="ais_truth.json files to fold in first")
     p.add_argument("--steps", type=int, default=10_000, help="AIS temperatures")
     p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--chunk", type=int, default=25, help="digits per saved chunk")
+    p.add_argument("--chunk", type=int, default=100,
+                   help="digits per AIS batch (bigger is faster per digit; each batch checkpoints as it runs)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
     args = p.parse_args(argv)
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         record = done.setdefault(key(run, args.steps, args.chains), dict(
             run=str(run.path.as_posix()), objective=run.objective, dataset=run.dataset, steps=args.steps,
             chains=args.chains))
-        run_chunks(run, args.steps, args.chains, digit_range, args.chunk, record, save)
+        run_chunks(run, args.steps, args.chains, digit_range, args.chunk, record, save, args.out)
     header = ["run", "temperatures", "chains", "digits", "−log p(x⁰ | y) (mean)", "± over digits",
               "MC error of the mean", "largest per-digit MC error", "mean-field reverse loss",
               "mean field − AIS", "seconds (all digits)"]

@@ -257,3 +257,33 @@ def test_chain_sample_is_the_ancestral_draw_and_stops_at_upto():
     many = chain.sample(chain.start_state(None, y), 20000, torch.Generator().manual_seed(1), upto=3)[3]
     p = torch.sigmoid(net.conditional_logits(3, net.class_state(y), "reverse")).flatten(1)
     assert torch.allclose(many.mean(0), p, atol=4 * (0.25 / 20000) ** 0.5)
+
+
+def test_an_interrupted_ais_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    net = random_net(*DENSE, "01", seed=2, scale=1.5)
+    x0, y = random_batch(net, 3, seed=2)
+    kw = dict(num_steps=12, num_chains=4, chunk_size=2)
+    torch.manual_seed(0)
+    whole = ais_log_likelihood(net, x0, y, **kw)
+
+    ckpt = tmp_path / "ais.pt"
+    real_sweep, calls = ChainEnergy.sweep, []
+
+    def failing_sweep(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 16:                 # inside the second chunk (11 sweeps per chunk)
+            raise KeyboardInterrupt
+        return real_sweep(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChainEnergy, "sweep", failing_sweep)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        ais_log_likelihood(net, x0, y, **kw, checkpoint=ckpt, checkpoint_every=2)
+    assert ckpt.is_file()
+    monkeypatch.setattr(ChainEnergy, "sweep", real_sweep)
+    with pytest.raises(ValueError, match="other settings.*num_chains"):
+        ais_log_likelihood(net, x0, y, num_steps=12, num_chains=5, chunk_size=2, checkpoint=ckpt)
+    torch.manual_seed(123)                   # the checkpoint's random state wins
+    resumed = ais_log_likelihood(net, x0, y, **kw, checkpoint=ckpt, checkpoint_every=2)
+    assert torch.equal(resumed.log_weights, whole.log_weights)
+    assert not ckpt.exists()

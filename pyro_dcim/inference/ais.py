@@ -21,10 +21,13 @@ BDMC's stochastic upper bound, on data simulated from the model where the sample
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
 
@@ -136,19 +139,65 @@ def _draw_start(net: "DCIM", start: str, x0: torch.Tensor, y: torch.Tensor, chai
 
 @torch.no_grad()
 def _anneal(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, betas: torch.Tensor, start: str,
-            bits: dict[int, torch.Tensor], progress) -> torch.Tensor:
-    """The AIS loop over ``betas`` (rising or falling) from ``bits ~ f_{betas[0]}``; log-weights ``(C, B)``."""
+            bits: dict[int, torch.Tensor], progress, *, first: int = 1, log_w: Optional[torch.Tensor] = None,
+            save: Optional[Callable[[int, dict[int, torch.Tensor], torch.Tensor], None]] = None,
+            every: int = 0) -> torch.Tensor:
+    """The AIS loop over ``betas`` (rising or falling) from ``bits ~ f_{betas[first-1]}``; log-weights
+    ``(C, B)``.  ``save(t, bits, log_w)`` is called every ``every`` temperatures with the state
+    from which ``first = t + 1`` resumes."""
     energy = ChainEnergy(net, x0, y)
-    log_w = torch.zeros(next(iter(bits.values())).shape[:2], dtype=torch.float64, device=x0.device)
-    for t in range(1, len(betas)):
+    if log_w is None:
+        log_w = torch.zeros(next(iter(bits.values())).shape[:2], dtype=torch.float64, device=x0.device)
+    for t in range(first, len(betas)):
         step = float(betas[t] - betas[t - 1])
         if step:
             log_w += step * _increment(energy, start, bits).double()
         if t < len(betas) - 1:
             energy.sweep(bits, _weights(start, float(betas[t])))
+            if save is not None and every and t % every == 0:
+                save(t, bits, log_w)
         if progress is not None:
             progress.update(1)
     return log_w
+
+
+class _Checkpoint:
+    """A long AIS run's state on disk: finished chunks' log-weights, and the current chunk's chains,
+    log-weights and temperature index.  Written atomically; removed when the run completes."""
+
+    def __init__(self, path: Union[str, os.PathLike], key: dict) -> None:
+        self.path, self.key = Path(path), key
+        self.state: dict = {"key": key, "parts": [], "chunk": 0, "t": 0, "seconds": 0.0}
+        if self.path.is_file():
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            if state.get("key") != key:
+                raise ValueError(f"checkpoint {self.path} was written by an AIS run with other settings "
+                                 f"({_key_difference(state.get('key') or {}, key)}); remove it or pass another path")
+            self.state = state
+
+    def write(self, **changes) -> None:
+        self.state.update(changes, rng=torch.get_rng_state())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(self.state, tmp)
+        os.replace(tmp, self.path)
+
+    def restore_rng(self) -> None:
+        if "rng" in self.state:
+            torch.set_rng_state(self.state["rng"])
+
+
+def _key_difference(old: dict, new: dict) -> str:
+    return ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in new if old.get(k) != new[k]) or "?"
+
+
+def _run_key(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, betas: torch.Tensor, num_chains: int, start: str,
+             direction: str, chunks: list[slice]) -> dict:
+    """What a resumed run must share with the one that wrote the checkpoint."""
+    digest = hashlib.sha1()
+    for t in (x0, y, betas, *(p.detach() for p in net.parameters())):
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return dict(num_steps=len(betas) - 1, num_chains=num_chains, start=start, direction=direction,
+                images=x0.shape[0], chunks=[(c.start, c.stop) for c in chunks], data_and_net=digest.hexdigest())
 
 
 def _check(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps: int, num_chains: int, start: str) -> None:
@@ -184,7 +233,8 @@ def _result(log_w: torch.Tensor, seconds: float, num_steps: int, start: str, dir
 def ais_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps: int = 1000,
                        num_chains: int = 16, *, start: str = "forward",
                        schedule: Union[str, torch.Tensor] = "sigmoid", chunk_size: Optional[int] = None,
-                       progress: bool = False, initial_state: Optional[dict[str, torch.Tensor]] = None
+                       progress: bool = False, initial_state: Optional[dict[str, torch.Tensor]] = None,
+                       checkpoint: Optional[Union[str, os.PathLike]] = None, checkpoint_every: int = 100
                        ) -> AISResult:
     """AIS estimate of ``log p(x^0 | y)`` (nats per image) of the reverse model, eq. (17).
 
@@ -196,8 +246,16 @@ def ais_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps
     a tensor of temperatures from 0 to 1.  With ``initial_state`` (``{"x1": bits (chains, batch,
     *shape)}``, an exact posterior sample), AIS runs backwards from β = 1 to 0 and the estimate
     is BDMC's stochastic upper bound (see :func:`bdmc`).
+
+    ``checkpoint``: a file that makes a long run resumable.  Every ``checkpoint_every``
+    temperatures the chains, their log-weights and the random state are written there; calling
+    again with the same arguments resumes from it (another net, other images or settings are
+    refused), and the file is removed when the run completes.  ``.seconds`` then counts every
+    part of the run.
     """
     _check(net, x0, y, num_steps, num_chains, start)
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     betas = annealing_schedule(schedule, num_steps)
     direction = "forward" if initial_state is None else "reverse"
     if direction == "reverse":
@@ -208,20 +266,44 @@ def ais_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps
         from tqdm.auto import tqdm
         bar = tqdm(total=(len(betas) - 1) * len(chunks), desc=f"AIS ({direction})", unit="β", leave=False)
     began = time.perf_counter()
-    parts = []
+    ckpt = None if checkpoint is None else _Checkpoint(
+        checkpoint, _run_key(net, x0, y, betas, num_chains, start, direction, chunks))
+    state = ckpt.state if ckpt is not None else {"parts": [], "chunk": 0, "t": 0, "seconds": 0.0}
+    parts = [p.to(x0.device) for p in state["parts"]]
+    if ckpt is not None:
+        ckpt.restore_rng()
     try:
-        for rows in chunks:
+        for i, rows in enumerate(chunks):
+            if i < len(parts):
+                continue
             xs, ys = x0[rows], y[rows]
-            if initial_state is None:
+            first, log_w = 1, None
+            if i == state["chunk"] and state["t"]:            # resume inside this chunk
+                bits = {k: v.to(x0.device) for k, v in state["bits"].items()}
+                log_w, first = state["log_w"].to(x0.device), state["t"] + 1
+                if bar is not None:
+                    bar.update(state["t"])
+            elif initial_state is None:
                 bits = _draw_start(net, start, xs, ys, num_chains)
             else:
                 bits = {k: initial_state[hidden_site(k)][:, rows].flatten(2).clone().to(x0.dtype)
                         for k in range(1, net.num_layers)}
-            parts.append(_anneal(net, xs, ys, betas, start, bits, bar))
+            save = None
+            if ckpt is not None:
+                def save(t, b, lw, i=i):
+                    ckpt.write(parts=parts, chunk=i, t=t, bits=b, log_w=lw,
+                               seconds=state["seconds"] + time.perf_counter() - began)
+            parts.append(_anneal(net, xs, ys, betas, start, bits, bar, first=first, log_w=log_w, save=save,
+                                 every=checkpoint_every))
+            if ckpt is not None and i < len(chunks) - 1:
+                ckpt.write(parts=parts, chunk=i + 1, t=0, bits=None, log_w=None,
+                           seconds=state["seconds"] + time.perf_counter() - began)
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - began
+    seconds = state["seconds"] + time.perf_counter() - began
+    if ckpt is not None:
+        ckpt.path.unlink(missing_ok=True)
     what = "AIS log p(x0 | y)" if direction == "forward" else "reverse AIS (BDMC upper bound)"
     return _result(torch.cat(parts, 1), seconds, len(betas) - 1, start, direction,
                    betas if direction == "forward" else betas.flip(0), what)
