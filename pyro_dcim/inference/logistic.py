@@ -35,14 +35,15 @@ def log_sigmoid_sum_(a: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``Σ_j log σ(a_j)`` over ``dim`` for ``a ≥ 0``, in ``a``'s dtype, overwriting ``a`` with ``σ(a)``.
 
     Products of up to :data:`_FLOAT32_TERMS` factors are taken in ``a``'s dtype (no float64 copy
-    of the full tensor); longer ones multiply those partial products in float64."""
+    of the full tensor) and their logarithms summed; a length with no divisor in 16..100 is
+    multiplied out in float64."""
     p = a.sigmoid_().movedim(dim, -1)
     m = p.shape[-1]
     if m <= _FLOAT32_TERMS:
         return p.prod(-1).log_()
     part = next((d for d in range(_FLOAT32_TERMS, 15, -1) if m % d == 0), 0)
-    if part:
-        p = p.unflatten(-1, (m // part, part)).prod(-1)
+    if part:       # partial products, each ≥ 2^-100: their logarithms in a's dtype
+        return p.unflatten(-1, (m // part, part)).prod(-1).log_().sum(-1)
     p = p.double()
     parts = p.tensor_split(max(1, -(-p.shape[-1] // _FLOAT64_TERMS)), -1)
     return sum(q.prod(-1).log() for q in parts).to(a.dtype)
