@@ -85,7 +85,8 @@ class LayerBlanket:
     def _dense_colours(self) -> list[Colour]:
         # unit i's column of the child map: W^{k+1}[:, i] forward, row i of W^k reverse (W^kᵀ e_i)
         weight = self.chain.child_weight(self.k).detach()
-        cols = (weight.T if self.chain.forward else weight) * self.step
+        # contiguous rows: a strided column would keep every proposal's addcmul off the vectorised path
+        cols = ((weight.T if self.chain.forward else weight) * self.step).contiguous()
         m = cols.shape[0]
         idx = torch.arange(m, device=cols.device)
         return [Colour(idx[i:i + 1], None, None, cols[i]) for i in range(m)]

@@ -78,9 +78,10 @@ class _ChildTerm:
         self.scale = float(chain.units.bit_logits(logits.new_ones(())))
         self.log_part: Optional[torch.Tensor] = None
         if not categorical:
-            self.log_part = log_sigmoid_abs_sum(logits) if dense else softplus(logits)
+            # dense: per row, (..., 1); otherwise per child
+            self.log_part = log_sigmoid_abs_sum(logits).unsqueeze(-1) if dense else softplus(logits)
         if dense and not categorical:
-            self.abs_sum = logits.abs().sum(-1)
+            self.abs_sum = logits.abs().sum(-1, keepdim=True)
         self._alt: Optional[torch.Tensor] = None
         self._alt_log: Optional[torch.Tensor] = None
 
@@ -95,20 +96,20 @@ class _ChildTerm:
             k = self.chain.net.num_layers - 1
             d = self.chain.child_log_prob(k, alt, self.target) - self.chain.child_log_prob(k, a, self.target)
             return self.weight * sign * d.unsqueeze(-1)
-        self._step = step = col.delta * self.scale
-        self._alt = alt = torch.addcmul(a, so, step)
+        self._step = step = col.delta * self.scale if self.scale != 1 else col.delta
         self._sign = so
         if col.children is None:
             # softplus(x) = relu(x) − log σ(|x|) and relu(x) = (x + |x|) / 2, so
             # Σ softplus(alt) − Σ softplus(L) = (s Σ ΔL + Σ|alt| − Σ|L|) / 2 − log Π σ(|alt|) / Π σ(|L|):
-            # |alt| is the only full-width pass besides σ and the product
-            ab = alt.abs_()          # alt itself is not kept: accept adds flip · sign · ΔL to L
-            self._alt = None
-            self._alt_abs = ab.sum(-1)
-            self._alt_log = log_sigmoid_sum_(ab)
-            relu = 0.5 * (so.squeeze(-1) * step.sum(-1) + self._alt_abs - self.abs_sum)
-            d = relu - (self._alt_log - self.log_part).to(ab.dtype)
-            return -self.weight * sign * d.unsqueeze(-1)
+            # |alt| is the only full-width pass besides σ and the product.  alt itself is not
+            # kept: accept adds flip · sign · ΔL to L.
+            ab = torch.addcmul(a, so, step).abs_()
+            self._alt_abs = ab.sum(-1, keepdim=True)
+            self._alt_log = log_sigmoid_sum_(ab).unsqueeze(-1)
+            d = torch.addcmul(self._alt_abs - self.abs_sum, so, step.sum(-1, keepdim=True))
+            d = d.mul_(0.5).sub_(self._alt_log).add_(self.log_part)
+            return d.mul_(sign).mul_(-self.weight)
+        self._alt = alt = torch.addcmul(a, so, step)
         self._alt_log = spa = softplus(alt)
         d = spa - (self.log_part if self._whole else _take(self.log_part, col.children))
         return -self.weight * sign * d.new_zeros(shape).index_add_(-1, col.owner, d)
@@ -119,7 +120,6 @@ class _ChildTerm:
         if col.children is None and not self.categorical:
             # L += flip · sign · ΔL: one fused pass, cheaper than selecting between L and alt
             self.logits.addcmul_(fo * self._sign, self._step)
-            fo = fo.squeeze(-1)
             self.log_part = torch.where(fo, self._alt_log, self.log_part)
             self.abs_sum = torch.where(fo, self._alt_abs, self.abs_sum)
         elif self._whole:
