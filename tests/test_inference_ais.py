@@ -1,6 +1,7 @@
 """AIS and BDMC against exact enumeration; each tempered Gibbs transition keeps its tempered target."""
 
 import math
+import time
 
 import pyro
 import pytest
@@ -277,6 +278,7 @@ def test_an_interrupted_ais_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
 
     monkeypatch.setattr(ChainEnergy, "sweep", failing_sweep)
     torch.manual_seed(0)
+    began = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         ais_log_likelihood(net, x0, y, **kw, checkpoint=ckpt, checkpoint_every=2)
     assert ckpt.is_file()
@@ -287,3 +289,5 @@ def test_an_interrupted_ais_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
     resumed = ais_log_likelihood(net, x0, y, **kw, checkpoint=ckpt, checkpoint_every=2)
     assert torch.equal(resumed.log_weights, whole.log_weights)
     assert not ckpt.exists()
+    # the seconds of both parts, each counted once
+    assert 0 < resumed.seconds <= time.perf_counter() - began

@@ -270,6 +270,7 @@ def ais_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps
         checkpoint, _run_key(net, x0, y, betas, num_chains, start, direction, chunks))
     state = ckpt.state if ckpt is not None else {"parts": [], "chunk": 0, "t": 0, "seconds": 0.0}
     parts = [p.to(x0.device) for p in state["parts"]]
+    earlier = state["seconds"]                    # spent by the runs that wrote the checkpoint
     if ckpt is not None:
         ckpt.restore_rng()
     try:
@@ -292,16 +293,16 @@ def ais_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps
             if ckpt is not None:
                 def save(t, b, lw, i=i):
                     ckpt.write(parts=parts, chunk=i, t=t, bits=b, log_w=lw,
-                               seconds=state["seconds"] + time.perf_counter() - began)
+                               seconds=earlier + time.perf_counter() - began)
             parts.append(_anneal(net, xs, ys, betas, start, bits, bar, first=first, log_w=log_w, save=save,
                                  every=checkpoint_every))
             if ckpt is not None and i < len(chunks) - 1:
                 ckpt.write(parts=parts, chunk=i + 1, t=0, bits=None, log_w=None,
-                           seconds=state["seconds"] + time.perf_counter() - began)
+                           seconds=earlier + time.perf_counter() - began)
     finally:
         if bar is not None:
             bar.close()
-    seconds = state["seconds"] + time.perf_counter() - began
+    seconds = earlier + time.perf_counter() - began
     if ckpt is not None:
         ckpt.path.unlink(missing_ok=True)
     what = "AIS log p(x0 | y)" if direction == "forward" else "reverse AIS (BDMC upper bound)"
