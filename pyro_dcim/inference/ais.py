@@ -195,7 +195,7 @@ def _run_key(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, betas: torch.Tensor
     """What a resumed run must share with the one that wrote the checkpoint."""
     digest = hashlib.sha1()
     for t in (x0, y, betas, *(p.detach() for p in net.parameters())):
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return dict(num_steps=len(betas) - 1, num_chains=num_chains, start=start, direction=direction,
                 images=x0.shape[0], chunks=[(c.start, c.stop) for c in chunks], data_and_net=digest.hexdigest())
 
