@@ -96,7 +96,8 @@ def test_approximation_error_script_writes_tables_and_plot(tmp_path, tiny_runs):
 
 
 def test_generator_likelihood_script_writes_tables_and_plots(tmp_path, tiny_runs):
-    out = _script("generator_likelihood.py", "--runs", *map(str, tiny_runs[1:]), "--out", str(tmp_path))
+    out = _script("generator_likelihood.py", "--runs", *map(str, tiny_runs[1:]), "--out", str(tmp_path),
+                  "--truth", str(tmp_path / "absent.json"))
     assert "likelihood" in out and "quality" in out
     grids = sorted(tmp_path.glob("samples_*.png"))
     assert len(grids) == 6 and all(g.read_bytes()[:8] == PNG for g in grids)
@@ -108,7 +109,7 @@ def test_generator_likelihood_script_writes_tables_and_plots(tmp_path, tiny_runs
         gap, bound, mean_field = float(r[5].split()[0]), float(r[6].split()[0]), float(r[7])
         assert nll > 0 and unconditional > 0 and mean_field > 0 and math.isfinite(gap) and bound > 0
     records = json.loads((tmp_path / "generator_likelihood.json").read_text())
-    assert [r["run"] for r in records] == [r[0] for r in lik]
+    assert records["truth"] == [] and [r["run"] for r in records["cheap"]] == [r[0] for r in lik]
     quality = [r for r in rows if r[1] in ("mean", "sample-layer", "ancestral")]
     assert len(quality) == 6 and all(0 <= float(r[2]) <= 1 for r in quality)
 
@@ -146,6 +147,15 @@ def test_ais_truth_script_resumes_by_chunks(tmp_path, tiny_runs):
     (merged,) = json.loads((tmp_path / "ais_truth.json").read_text()).values()
     assert sorted(merged["digits"], key=int) == ["0", "1", "2", "3", "4"]
     assert merged["digits"]["2"] == record["digits"]["2"]
+    # the generator report heads with these records: mean over the five digits, p(x0) >= p(x0 | y) p(y)
+    _script("generator_likelihood.py", "--runs", str(tiny_runs[1]), "--truth", str(tmp_path / "ais_truth.json"),
+            "--no-quality", "--out", str(tmp_path / "report"))
+    (truth,) = json.loads((tmp_path / "report" / "generator_likelihood.json").read_text())["truth"]
+    nll = [-d["estimate"] for d in merged["digits"].values()]
+    assert truth["digits"] == 5 and truth["steps"] == 3 and truth["nll"] == pytest.approx(sum(nll) / 5)
+    assert truth["unconditional_bound"] > truth["nll"]   # −log p(y) > 0 added to every digit
+    md = (tmp_path / "report" / "generator_likelihood.md").read_text()
+    assert "≤ 1 nat setting" in md and f"{truth['nll']:.1f} ±" in md
 
 
 # -- the estimators behind the tables -------------------------------------------------------
