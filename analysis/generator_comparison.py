@@ -29,12 +29,16 @@ from pyro_dcim.classifier import classifier_consistency, load_classifier
 from pyro_dcim.data import binarize, load_dataset
 from pyro_dcim.generate import class_grid, generate, predict
 from pyro_dcim.inference import ais_log_likelihood, ais_log_marginal
-from pyro_dcim.objectives import class_reverse_nll
+from pyro_dcim.objectives import OBJECTIVES, class_reverse_nll
 from pyro_dcim.plots import SAMPLE_TITLES, plot_sample_grid
 from pyro_dcim.quality import sample_quality
 from pyro_dcim.training.runs import read_config
 
 MODES = ("ancestral", "sample-layer")
+
+
+#: the wake-phi weight each likelihood objective uses unless its config sets one
+WAKE_PHI = {name: OBJECTIVES[name].defaults["wake_phi_weight"] for name in ("rws", "generative")}
 
 
 def label(path: Path, config: dict) -> str:
@@ -44,6 +48,11 @@ def label(path: Path, config: dict) -> str:
         extra.append(f"K={config.get('particles')}")
     if config.get("objective") != "discriminative":
         extra.append(f"w={config.get('reverse_weight'):g} {config.get('reverse_reduction')}")
+    if config.get("objective") in WAKE_PHI:
+        phi = config.get("wake_phi_weight")
+        extra.append(f"wake-φ {WAKE_PHI[config['objective']] if phi is None else phi:g}")
+    if config.get("sleep_weight"):
+        extra.append(f"sleep {config['sleep_weight']:g}")
     if config.get("code_weight"):
         extra.append(f"code-weight {config['code_weight']:g}")
     if config.get("untie"):

@@ -201,6 +201,11 @@ def test_fit_generative_runs_end_to_end_on_the_bundled_subset(tmp_path, single_t
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["objective"] == "generative" and config["particles"] == 3
+    # the generative defaults: untied, nats per image (wake-phi 0.01 is the objective's own)
+    assert config["untie"] is True and config["reverse_reduction"] == "sum" and config["reverse_weight"] == 1.0
+    from pyro_dcim.training.checkpoint import load_model
+    assert not load_model(out).tied
+    assert OBJECTIVES["generative"].defaults["wake_phi_weight"] == 0.01
     assert 0 < summary["val_reverse_nll_sum"] < 784 * math.log(2) * 2 and summary["val_acc"] > 0.3
     assert set(OBJECTIVES) >= {"rws", "wake-sleep", "generative"}
 
@@ -238,7 +243,7 @@ def test_generator_comparison_script_end_to_end(tmp_path, single_thread):  # noq
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "out" / "generator_comparison.md").read_text()
-    assert "rws (K=2, w=10 mean)" in table
+    assert "rws (K=2, w=1 sum, wake-φ 1)" in table     # rws's own defaults: nats per image
     record = json.loads((tmp_path / "out" / "runs" / "generator-rws.json").read_text())["comparison"]
     assert record["ais_nll_cond"] > 0 and 0 <= record["ancestral_indep"] <= 1 and record["nearest_train_ratio"] > 0
     assert (tmp_path / "out" / "generator_comparison_rws_sample-layer.png").is_file()

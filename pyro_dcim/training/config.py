@@ -20,7 +20,8 @@ from ..data import DATASETS
 from ..init import INIT_SCHEMES
 from ..objectives import GENERATIVE, OBJECTIVES
 
-__all__ = ["DEFAULT_LR", "TrainConfig", "ConfigError", "OPTIMIZERS", "GROUPS", "setting", "resolve_device"]
+__all__ = ["DEFAULT_LR", "OBJECTIVE_DEFAULTS", "objective_defaults", "TrainConfig",
+           "ConfigError", "OPTIMIZERS", "GROUPS", "setting", "resolve_device"]
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,23 @@ DEFAULT_LR = {"01": 5e-3, "pm1": 1.25e-3}
 
 #: the command-line groups of the settings, in the order ``--help`` lists them
 GROUPS = ("run", "model and objective", "data", "optimisation")
+
+
+#: settings whose default depends on the objective (``None`` in a config until the objective fills it in)
+OBJECTIVE_DEFAULTS = {
+    None: dict(reverse_weight=10.0, reverse_reduction="mean", untie=False),
+    # the likelihood objectives in nats per image, as every run of docs/generative_training.md
+    "rws": dict(reverse_weight=1.0, reverse_reduction="sum"),
+    "wake-sleep": dict(reverse_weight=1.0, reverse_reduction="sum"),
+    # the best generator of analysis/results/generator_comparison.md: untied rws, recognition weights
+    # trained mostly by the class term (wake-phi 0.01 is the objective's own default)
+    "generative": dict(reverse_weight=1.0, reverse_reduction="sum", untie=True),
+}
+
+
+def objective_defaults(objective: str) -> dict[str, Any]:
+    """The defaults of the objective-dependent settings for ``objective``."""
+    return {**OBJECTIVE_DEFAULTS[None], **OBJECTIVE_DEFAULTS.get(objective, {})}
 
 
 def setting(default: Any, help: str, group: str, *, choices: Optional[Sequence[str]] = None,
@@ -73,11 +91,13 @@ class TrainConfig:
                              "sampled-layer: eq. (22); rws: tied reweighted wake-sleep (K particles); wake-sleep: "
                              f"wake-theta + sleep-phi; generative: the best generator ({GENERATIVE})",
                              "model and objective", choices=tuple(OBJECTIVES))
-    reverse_weight: float = setting(10.0, "weight of the reverse term -log p(x^0|.) (1 is the paper's unweighted "
-                                    "sum (21))", "model and objective", minimum=0)
-    reverse_reduction: str = setting("mean", "reverse term as binary cross-entropy per pixel (mean, the paper's "
-                                     "number) or summed over pixels (nats per image)", "model and objective",
-                                     choices=("mean", "sum"))
+    reverse_weight: Optional[float] = setting(None, "weight of the reverse term -log p(x^0|.) (1 is the paper's "
+                                              "unweighted sum (21))", "model and objective", minimum=0,
+                                              default_text="10; 1 for rws, wake-sleep and generative")
+    reverse_reduction: Optional[str] = setting(None, "reverse term as binary cross-entropy per pixel (mean, the "
+                                               "paper's number) or summed over pixels (nats per image)",
+                                               "model and objective", choices=("mean", "sum"),
+                                               default_text="mean; sum for rws, wake-sleep and generative")
     sample_layer: Optional[int] = setting(None, "the layer x^K sampled by objective (22)", "model and objective",
                                           minimum=1, default_text="n-1, the layer below the class", metavar="K")
     approximation: str = setting("first-order", "the passes that approximate p(x^n|x^0) and p(x^0|.): first-order "
@@ -90,12 +110,13 @@ class TrainConfig:
                              minimum=1, metavar="K")
     wake_phi_weight: Optional[float] = setting(None, "rws / wake-sleep: weight of the wake-phi gradient",
                                                "model and objective", minimum=0, label="wake-phi weight",
-                                               default_text="rws 1, wake-sleep 0", metavar="W")
+                                               default_text="rws 1, wake-sleep 0, generative 0.01", metavar="W")
     sleep_weight: Optional[float] = setting(None, "rws / wake-sleep: weight of the sleep-phi gradient on dreams "
                                             "of the reverse model", "model and objective", minimum=0,
                                             default_text="rws 0, wake-sleep 1", metavar="W")
-    untie: bool = setting(False, "ablation: separate forward and reverse weights (same architecture, biases "
-                          "shared), initialised equal", "model and objective")
+    untie: Optional[bool] = setting(None, "separate forward and reverse weights (same architecture, biases shared), "
+                                    "initialised equal: the tying ablation", "model and objective",
+                                    default_text="no (tied); yes for generative")
     dataset: str = setting("mnist-subset", "mnist-subset: bundled 10k+2k MNIST digits, offline; mnist / "
                            "fashion-mnist: IDX files in --data-dir", "data", choices=DATASETS)
     data_dir: Optional[str] = setting(None, "folder with the four IDX files (.gz or not) or torchvision's "
@@ -148,6 +169,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr is None:
             self.lr = DEFAULT_LR.get(self.units, DEFAULT_LR["01"])
+        for name, value in objective_defaults(self.objective).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting (its declared choices or bounds)."""
@@ -158,7 +182,8 @@ class TrainConfig:
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        """The declared defaults, before those that depend on other settings (``lr``) are filled in."""
+        """The declared defaults, before those that depend on other settings (``lr``, and the objective's
+        :data:`OBJECTIVE_DEFAULTS`) are filled in."""
         return {f.name: f.default for f in fields(cls)}
 
     @classmethod
