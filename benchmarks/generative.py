@@ -24,7 +24,8 @@ from pyro_dcim.objectives import get_objective, objective_settings  # noqa: E402
 
 CASES = [("discriminative", {}, False), ("bidirectional", {}, False), ("sampled-layer", {}, False),
          ("rws", {"particles": 1}, False), ("rws", {"particles": 5}, False), ("rws", {"particles": 10}, False),
-         ("wake-sleep", {"particles": 5}, False), ("rws", {"particles": 5}, True)]
+         ("wake-sleep", {"particles": 5}, False), ("rws", {"particles": 5}, True),
+         ("generative", {"particles": 5}, True)]   # untied rws, wake-phi 0.01: the fit default
 
 
 def bench_generative(batch: int, device: torch.device, rounds: int, steps: int) -> dict[str, float]:
