@@ -4,9 +4,10 @@
 
 Digits (y, h, x^0) are simulated from the run's reverse model; forward AIS gives a stochastic lower
 bound on log p(x^0 | y), AIS backwards from the simulated h an upper bound
-(:func:`pyro_dcim.inference.bdmc`).  Each number of temperatures is one row of
+(:func:`pyro_dcim.inference.bdmc`).  Each number of temperatures × digits × chains is one row of
 ``bdmc_sweep.json`` in --out (default ``out/analysis``, untracked); rows already there are kept,
-so a longer sweep can be added later (``--steps 10000``).  Writes ``bdmc_sweep.md`` and
+so a longer sweep can be added later (``--steps 10000``), and a running row checkpoints in --out
+every 100 temperatures, so a stopped job resumes where it left off.  Writes ``bdmc_sweep.md`` and
 ``bdmc_sweep.png`` (lower and upper bound against temperatures).
 """
 
@@ -25,15 +26,22 @@ from pyro_dcim.allocator import keep_freed_memory
 from pyro_dcim.inference import bdmc
 
 
-def sweep(run: _report.Run, steps: list[int], images: int, chains: int, start: str, done: dict) -> dict:
+def row_key(start: str, steps: int, images: int, chains: int) -> str:
+    return f"{start}-{steps}-{images}x{chains}"
+
+
+def sweep(run: _report.Run, steps: list[int], images: int, chains: int, start: str, done: dict,
+          folder: Path) -> dict:
+    """BDMC rows not yet in ``done``; each run checkpoints in ``folder`` as it goes, so a stopped job resumes."""
     for t in steps:
-        key = f"{start}-{t}"
+        key = row_key(start, t, images, chains)
         if key in done:
             continue
         torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = bdmc(run.net, images, t, chains, start=start, seed=0)
+            res = bdmc(run.net, images, t, chains, start=start, seed=0,
+                       checkpoint=folder / f"bdmc_{run.path.name}_{key}.ckpt")
         done[key] = dict(start=start, steps=t, images=images, chains=chains, lower=res.lower.tolist(),
                          upper=res.upper.tolist(), gap_mean=float(res.gap.mean()), gap_max=float(res.gap.max()),
                          seconds=res.seconds)
@@ -46,7 +54,10 @@ def plot(done: dict, path: Path, title: str) -> None:
     fig = Figure(figsize=(6, 3.8))
     ax = fig.subplots()
     for start, colour in (("forward", "C0"), ("prior", "C1")):
-        rows = sorted((r for r in done.values() if r["start"] == start), key=lambda r: r["steps"])
+        mine = [r for r in done.values() if r["start"] == start]
+        # one point per number of temperatures: the row with the most digits × chains
+        rows = sorted({r["steps"]: r for r in sorted(mine, key=lambda r: r["images"] * r["chains"])}.values(),
+                      key=lambda r: r["steps"])
         if not rows:
             continue
         t = [r["steps"] for r in rows]
@@ -77,13 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "bdmc_sweep.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
+    done = {row_key(r["start"], r["steps"], r["images"], r["chains"]): r for r in done.values()}  # older keys
     run = _report.load_run(args.run)
     for t in args.steps:   # one row at a time, saved as it lands
-        done = sweep(run, [t], args.images, args.chains, args.start, done)
+        done = sweep(run, [t], args.images, args.chains, args.start, done, args.out)
         path.write_text(json.dumps(done, indent=1) + "\n")
     rows = [[r["start"], r["steps"], r["images"], r["chains"], -sum(r["lower"]) / len(r["lower"]),
              -sum(r["upper"]) / len(r["upper"]), r["gap_mean"], r["gap_max"], r["seconds"]]
-            for r in sorted(done.values(), key=lambda r: (r["start"], r["steps"]))]
+            for r in sorted(done.values(), key=lambda r: (r["start"], r["steps"], r["images"] * r["chains"]))]
     header = ["AIS from", "temperatures", "digits", "chains", "−log p upper (forward AIS)",
               "−log p lower (reverse AIS)", "gap (mean)", "gap (max)", "seconds (both runs)"]
     plot(done, args.out / "bdmc_sweep.png", f"BDMC on digits simulated from {run.label}")

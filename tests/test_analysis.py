@@ -120,7 +120,7 @@ def test_bdmc_sweep_script_keeps_rows_and_adds_new_ones(tmp_path, tiny_runs):
     _script("bdmc_sweep.py", str(tiny_runs[1]), "--steps", "2", "20", "--images", "2", "--chains", "2",
             "--out", str(tmp_path), quick=False)
     done = json.loads((tmp_path / "bdmc_sweep.json").read_text())
-    assert sorted(done) == ["forward-2", "forward-20"]
+    assert sorted(done) == ["forward-2-2x2", "forward-20-2x2"]
     assert all(len(r["lower"]) == 2 and r["gap_mean"] == r["gap_mean"] for r in done.values())
     assert (tmp_path / "bdmc_sweep.png").read_bytes()[:8] == PNG
 

@@ -2,6 +2,7 @@
 
 import math
 import time
+from pathlib import Path
 
 import pyro
 import pytest
@@ -291,3 +292,31 @@ def test_an_interrupted_ais_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
     assert not ckpt.exists()
     # the seconds of both parts, each counted once
     assert 0 < resumed.seconds <= time.perf_counter() - began
+
+
+def test_an_interrupted_bdmc_run_resumes_in_either_direction(tmp_path, monkeypatch):
+    net = random_net(*DENSE, "01", seed=3, scale=1.5)
+    kw = dict(num_images=3, num_steps=10, num_chains=3, seed=4)
+    torch.manual_seed(0)
+    whole = bdmc(net, **kw)
+    prefix = tmp_path / "bdmc"
+    real_sweep = ChainEnergy.sweep
+    for stop in (5, 11, 16):                 # inside the forward run; early in the reverse one; later in it
+        def failing_sweep(self, *args, calls=[], stop=stop, **kwargs):  # noqa: B006 (a fresh list per stop)
+            calls.append(1)
+            if len(calls) == stop:
+                raise KeyboardInterrupt
+            return real_sweep(self, *args, **kwargs)
+
+        monkeypatch.setattr(ChainEnergy, "sweep", failing_sweep)
+        torch.manual_seed(0)
+        with pytest.raises(KeyboardInterrupt):
+            bdmc(net, **kw, checkpoint=prefix, checkpoint_every=2)
+        assert (stop > 9) == Path(f"{prefix}.forward-done").is_file()   # 9 sweeps per direction
+        monkeypatch.setattr(ChainEnergy, "sweep", real_sweep)
+        torch.manual_seed(99)                # the checkpoints' random states win
+        resumed = bdmc(net, **kw, checkpoint=prefix, checkpoint_every=2)
+        assert torch.equal(resumed.lower, whole.lower) and torch.equal(resumed.upper, whole.upper), stop
+        assert not list(tmp_path.iterdir())  # every checkpoint file is gone
+    with pytest.raises(ValueError, match="fixed seed"):
+        bdmc(net, 2, 5, 2, seed=None, checkpoint=prefix)

@@ -373,17 +373,46 @@ def simulate(net: "DCIM", num_images: int, *, class_prior: Optional[torch.Tensor
 def bdmc(net: "DCIM", num_images: int = 10, num_steps: int = 1000, num_chains: int = 16, *,
          start: str = "forward", schedule: Union[str, torch.Tensor] = "sigmoid", seed: Optional[int] = 0,
          class_prior: Optional[torch.Tensor] = None, progress: bool = False,
-         chunk_size: Optional[int] = None) -> BDMCResult:
+         chunk_size: Optional[int] = None, checkpoint: Optional[Union[str, os.PathLike]] = None,
+         checkpoint_every: int = 100) -> BDMCResult:
     """Bidirectional Monte Carlo on ``num_images`` digits simulated from the reverse model.
 
     Forward AIS gives a stochastic lower bound on ``log p(x^0 | y)``, AIS run backwards from the
     simulated (exact posterior) hidden state a stochastic upper bound; their gap bounds the
     error of AIS at this ``num_steps``, ``start`` and ``schedule`` on data like the simulated.
+
+    ``checkpoint``: a path prefix that makes a long run resumable (``seed`` must then be fixed): each
+    direction checkpoints as :func:`ais_log_likelihood` does (``PREFIX.forward``, ``PREFIX.reverse``), and
+    the finished forward run waits in ``PREFIX.forward-done`` until the reverse one completes.  ``.seconds``
+    is the AIS time of both directions, across resumptions.
     """
+    if checkpoint is not None and seed is None:
+        raise ValueError("a resumable BDMC run needs a fixed seed: the simulated digits must be the same again")
     x0, y, h = simulate(net, num_images, class_prior=class_prior, seed=seed)
-    began = time.perf_counter()
-    kw = dict(start=start, schedule=schedule, chunk_size=chunk_size, progress=progress)
-    fwd = ais_log_likelihood(net, x0, y, num_steps, num_chains, **kw)
+    kw = dict(start=start, schedule=schedule, chunk_size=chunk_size, progress=progress,
+              checkpoint_every=checkpoint_every)
+    done = None if checkpoint is None else Path(f"{checkpoint}.forward-done")
+    fwd = None
+    if done is not None and done.is_file():
+        saved = torch.load(done, map_location="cpu", weights_only=False)
+        if not (torch.equal(saved["x0"], x0.cpu()) and torch.equal(saved["y"], y.cpu())
+                and saved["num_steps"] == num_steps and saved["result"].log_weights.shape[0] == num_chains
+                and saved["start"] == start):
+            raise ValueError(f"{done} was written by a BDMC run with other digits or settings; remove it or pass "
+                             "another checkpoint")
+        fwd = saved["result"]
+        torch.set_rng_state(saved["rng"])       # the reverse run draws as it would have, unbroken
+    if fwd is None:
+        fwd = ais_log_likelihood(net, x0, y, num_steps, num_chains,
+                                 checkpoint=None if checkpoint is None else f"{checkpoint}.forward", **kw)
+        if done is not None:
+            tmp = done.with_name(done.name + ".tmp")
+            torch.save(dict(x0=x0.cpu(), y=y.cpu(), num_steps=num_steps, start=start, result=fwd,
+                            rng=torch.get_rng_state()), tmp)
+            os.replace(tmp, done)
     init = {name: v.expand(num_chains, *v.shape) for name, v in h.items()}
-    rev = ais_log_likelihood(net, x0, y, num_steps, num_chains, initial_state=init, **kw)
-    return BDMCResult(fwd.estimate, rev.estimate, x0, y, fwd, rev, time.perf_counter() - began)
+    rev = ais_log_likelihood(net, x0, y, num_steps, num_chains, initial_state=init,
+                             checkpoint=None if checkpoint is None else f"{checkpoint}.reverse", **kw)
+    if done is not None:
+        done.unlink(missing_ok=True)
+    return BDMCResult(fwd.estimate, rev.estimate, x0, y, fwd, rev, fwd.seconds + rev.seconds)
