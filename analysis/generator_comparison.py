@@ -32,6 +32,7 @@ from pyro_dcim.inference import ais_log_likelihood, ais_log_marginal
 from pyro_dcim.objectives import OBJECTIVES, class_reverse_nll
 from pyro_dcim.plots import SAMPLE_TITLES, plot_sample_grid
 from pyro_dcim.quality import sample_quality
+from pyro_dcim.training.config import objective_defaults
 from pyro_dcim.training.runs import read_config
 
 MODES = ("ancestral", "sample-layer")
@@ -55,8 +56,8 @@ def label(path: Path, config: dict) -> str:
         extra.append(f"sleep {config['sleep_weight']:g}")
     if config.get("code_weight"):
         extra.append(f"code-weight {config['code_weight']:g}")
-    if config.get("untie"):
-        extra.append("--untie")
+    if bool(config.get("untie")) != objective_defaults(config.get("objective"))["untie"]:
+        extra.append("--untie" if config.get("untie") else "--no-untie")
     return name + (f" ({', '.join(extra)})" if extra else "")
 
 
