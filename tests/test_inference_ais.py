@@ -13,13 +13,8 @@ from scipy.stats import chi2
 
 from pyro_dcim import DCIM
 from pyro_dcim.inference import exact_log_likelihood
-from pyro_dcim.inference.ais import (
-    ais_log_likelihood,
-    ais_log_marginal,
-    annealing_schedule,
-    bdmc,
-    simulate,
-)
+from pyro_dcim.inference.ais import ais_log_likelihood, ais_log_marginal, annealing_schedule
+from pyro_dcim.inference.bdmc import bdmc, simulate
 from pyro_dcim.inference.energy import ChainEnergy
 from pyro_dcim.inference.logistic import log_sigmoid_abs_sum, softplus
 from pyro_dcim.pyro_models import hidden_site

@@ -27,7 +27,8 @@ from typing import Optional, Sequence
 import torch
 
 from ..data import DataError, load_dataset
-from ..inference.ais import SCHEDULES, STARTS, ais_log_likelihood, ais_log_marginal, bdmc
+from ..inference.ais import SCHEDULES, STARTS, ais_log_likelihood, ais_log_marginal
+from ..inference.bdmc import bdmc
 from ..training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_model
 from ..training.config import ConfigError, resolve_device
 from ..training.runs import RunDirError, read_config

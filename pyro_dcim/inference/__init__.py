@@ -20,7 +20,8 @@ Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 
 from ..approximations.variational import VariationalFit, variational_posterior
 from . import diagnostics
-from .ais import AISResult, BDMCResult, MarginalResult, ais_log_likelihood, ais_log_marginal, bdmc
+from .ais import AISResult, MarginalResult, ais_log_likelihood, ais_log_marginal
+from .bdmc import BDMCResult, bdmc, simulate
 from .bounds import KSampleBound, importance_bounds, k_sample_bounds
 from .exact import DEFAULT_MAX_UNITS, LayerTooWideError, exact_log_likelihood, exact_marginals, exact_posterior
 from .gibbs import DCIMGibbs, gibbs_posterior
@@ -40,5 +41,5 @@ __all__ = [
     "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood", "default_chunk_size",
     "KSampleBound", "importance_bounds", "k_sample_bounds",
     "DCIMGibbs", "gibbs_posterior", "diagnostics",
-    "ais_log_likelihood", "ais_log_marginal", "bdmc", "AISResult", "BDMCResult", "MarginalResult",
+    "ais_log_likelihood", "ais_log_marginal", "bdmc", "simulate", "AISResult", "BDMCResult", "MarginalResult",
 ]

@@ -1,5 +1,5 @@
-"""Annealed importance sampling (Neal 2001) of ``log p(x^0 | y)`` under the reverse model, and
-bidirectional Monte Carlo (Grosse, Ghahramani & Adams 2015) to sandwich it.
+"""Annealed importance sampling (Neal 2001) of ``log p(x^0 | y)`` under the reverse model
+(bidirectional Monte Carlo, which sandwiches it on simulated data, is :mod:`.bdmc`).
 
 The reverse model is a sigmoid belief net ``p(x^0, h | y) = p(x^{n-1} | y) Π_k p(x^{k-1} | x^k)``
 over the hidden layers ``h = (x^1 … x^{n-1})``.  AIS moves ``h`` through unnormalised targets
@@ -39,8 +39,8 @@ from .weights import log_mean_exp, weight_diagnostics
 if TYPE_CHECKING:
     from ..model import DCIM
 
-__all__ = ["AISResult", "BDMCResult", "MarginalResult", "ais_log_likelihood", "ais_log_marginal", "bdmc",
-           "annealing_schedule", "simulate", "STARTS", "SCHEDULES"]
+__all__ = ["AISResult", "MarginalResult", "ais_log_likelihood", "ais_log_marginal", "annealing_schedule",
+           "STARTS", "SCHEDULES"]
 
 STARTS = ("prior", "forward")
 SCHEDULES = ("sigmoid", "linear")
@@ -70,27 +70,6 @@ class AISResult:
     start: str
     direction: str = "forward"
     betas: Optional[torch.Tensor] = field(default=None, repr=False)
-
-
-@dataclass
-class BDMCResult:
-    """A BDMC sandwich on simulated data: ``lower ≤ log p(x^0 | y) ≤ upper`` per image (stochastically).
-
-    ``x0``, ``y``: the simulated images and classes; ``forward``/``reverse``: the two AIS runs.
-    """
-
-    lower: torch.Tensor
-    upper: torch.Tensor
-    x0: torch.Tensor
-    y: torch.Tensor
-    forward: AISResult
-    reverse: AISResult
-    seconds: float
-
-    @property
-    def gap(self) -> torch.Tensor:
-        """``upper − lower`` per image, nats."""
-        return self.upper - self.lower
 
 
 def annealing_schedule(name: Union[str, torch.Tensor], num_steps: int, *, dtype: torch.dtype = torch.float64
@@ -347,72 +326,3 @@ def ais_log_marginal(net: "DCIM", x0: torch.Tensor, num_steps: int = 1000, num_c
     stderr = (share.pow(2) * per_se.pow(2)).sum(1).sqrt()
     reliable = res.reliable.reshape(c, b).T.all(1)
     return MarginalResult(estimate, stderr, per_class, per_se, prior, reliable, res.seconds)
-
-
-@torch.no_grad()
-def simulate(net: "DCIM", num_images: int, *, class_prior: Optional[torch.Tensor] = None,
-             seed: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """``(x0, y, h)`` drawn ancestrally from the reverse model: ``y ~ p(y)``, ``h ~ p(h | y)``,
-    ``x^0 ~ p(x^0 | x^1)``; ``h`` is then an exact sample of ``p(h | x^0, y)``."""
-    gen = torch.Generator(device=net.input_bias.device)
-    if seed is not None:
-        gen.manual_seed(seed)
-    else:
-        gen.seed()
-    c = net.num_classes
-    prior = torch.full((c,), 1.0 / c) if class_prior is None else torch.as_tensor(class_prior, dtype=torch.float)
-    y = torch.multinomial(prior, num_images, replacement=True, generator=gen).to(net.input_bias.device)
-    chain = Chain(net, "reverse")
-    bits = chain.sample(chain.start_state(None, y), 1, gen)
-    h = {hidden_site(k): b[0].reshape(num_images, *net.shapes[k]) for k, b in bits.items()}
-    p0 = torch.sigmoid(net.conditional_logits(0, net.units.state(h[hidden_site(1)]), "reverse"))
-    x0 = torch.bernoulli(p0, generator=gen)
-    return x0, y, h
-
-
-def bdmc(net: "DCIM", num_images: int = 10, num_steps: int = 1000, num_chains: int = 16, *,
-         start: str = "forward", schedule: Union[str, torch.Tensor] = "sigmoid", seed: Optional[int] = 0,
-         class_prior: Optional[torch.Tensor] = None, progress: bool = False,
-         chunk_size: Optional[int] = None, checkpoint: Optional[Union[str, os.PathLike]] = None,
-         checkpoint_every: int = 100) -> BDMCResult:
-    """Bidirectional Monte Carlo on ``num_images`` digits simulated from the reverse model.
-
-    Forward AIS gives a stochastic lower bound on ``log p(x^0 | y)``, AIS run backwards from the
-    simulated (exact posterior) hidden state a stochastic upper bound; their gap bounds the
-    error of AIS at this ``num_steps``, ``start`` and ``schedule`` on data like the simulated.
-
-    ``checkpoint``: a path prefix that makes a long run resumable (``seed`` must then be fixed): each
-    direction checkpoints as :func:`ais_log_likelihood` does (``PREFIX.forward``, ``PREFIX.reverse``), and
-    the finished forward run waits in ``PREFIX.forward-done`` until the reverse one completes.  ``.seconds``
-    is the AIS time of both directions, across resumptions.
-    """
-    if checkpoint is not None and seed is None:
-        raise ValueError("a resumable BDMC run needs a fixed seed: the simulated digits must be the same again")
-    x0, y, h = simulate(net, num_images, class_prior=class_prior, seed=seed)
-    kw = dict(start=start, schedule=schedule, chunk_size=chunk_size, progress=progress,
-              checkpoint_every=checkpoint_every)
-    done = None if checkpoint is None else Path(f"{checkpoint}.forward-done")
-    fwd = None
-    if done is not None and done.is_file():
-        saved = torch.load(done, map_location="cpu", weights_only=False)
-        if not (torch.equal(saved["x0"], x0.cpu()) and torch.equal(saved["y"], y.cpu())
-                and saved["num_steps"] == num_steps and saved["result"].log_weights.shape[0] == num_chains
-                and saved["start"] == start):
-            raise ValueError(f"{done} was written by a BDMC run with other digits or settings; remove it or pass "
-                             "another checkpoint")
-        fwd = saved["result"]
-        torch.set_rng_state(saved["rng"])       # the reverse run draws as it would have, unbroken
-    if fwd is None:
-        fwd = ais_log_likelihood(net, x0, y, num_steps, num_chains,
-                                 checkpoint=None if checkpoint is None else f"{checkpoint}.forward", **kw)
-        if done is not None:
-            tmp = done.with_name(done.name + ".tmp")
-            torch.save(dict(x0=x0.cpu(), y=y.cpu(), num_steps=num_steps, start=start, result=fwd,
-                            rng=torch.get_rng_state()), tmp)
-            os.replace(tmp, done)
-    init = {name: v.expand(num_chains, *v.shape) for name, v in h.items()}
-    rev = ais_log_likelihood(net, x0, y, num_steps, num_chains, initial_state=init,
-                             checkpoint=None if checkpoint is None else f"{checkpoint}.reverse", **kw)
-    if done is not None:
-        done.unlink(missing_ok=True)
-    return BDMCResult(fwd.estimate, rev.estimate, x0, y, fwd, rev, fwd.seconds + rev.seconds)
