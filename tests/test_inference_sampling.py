@@ -33,9 +33,9 @@ from pyro_dcim.inference.sampling import (
     _log_weights,
     _proposal,
     _target,
-    _WeightedMoments,
     default_chunk_size,
 )
+from pyro_dcim.inference.streamed import WeightedMoments
 
 # Large weights (σ = 2): see test_mean_field_is_visibly_wrong_on_these_nets.
 NETS = [([4, 3, 3], (6,), "01", 0), ([4, 3, 3], (6,), "01", 1), ([3, 4, 2, 3], (5,), "01", 2),
@@ -171,7 +171,7 @@ def test_streamed_moments_equal_one_pass(kind):
     v = torch.rand(50, 4, 3, dtype=torch.float64)
     v = {"binary": (v < 0.5).double(), "broadcast": v[0].expand(50, 4, 3)}.get(kind, v)
     flags = dict(equal_weights=kind == "equal", binary=kind == "binary")
-    one, chunked = _WeightedMoments(), _WeightedMoments()
+    one, chunked = WeightedMoments(), WeightedMoments()
     one.update(log_w, {"v": v}, **flags)
     for rows in (slice(0, 7), slice(7, 30), slice(30, 50)):
         chunked.update(log_w[rows], {"v": v[rows]}, **flags)
@@ -192,7 +192,7 @@ def test_streamed_moments_equal_one_pass(kind):
 
 
 def test_a_0_1_mean_seen_at_one_end_keeps_an_error_bar():
-    acc = _WeightedMoments()
+    acc = WeightedMoments()
     acc.update(torch.zeros(400, 1, dtype=torch.float64), {"v": torch.ones(400, 1, 2, dtype=torch.float64)},
                binary=True)
     mean, se, ess, _ = acc.result()
@@ -203,14 +203,13 @@ def test_a_0_1_mean_seen_at_one_end_keeps_an_error_bar():
 
 def test_psis_moments_streamed_equal_one_pass_with_smoothed_weights():
     """The tail kept across chunks corrects the streamed sums to the smoothed weights exactly."""
-    from pyro_dcim.inference.sampling import _Tail
-    from pyro_dcim.inference.weights import tail_length, weight_diagnostics
+    from pyro_dcim.inference.weights import weight_diagnostics
 
     torch.manual_seed(5)
     s = 400
     log_w = 2.5 * torch.randn(s, 3, dtype=torch.float64)
     v = torch.rand(s, 3, 2, dtype=torch.float64)
-    acc = _WeightedMoments(_Tail(tail_length(s) + 1))
+    acc = WeightedMoments(s)
     for rows in (slice(0, 90), slice(90, 250), slice(250, s)):
         acc.update(log_w[rows], {"v": v[rows]})
     diag = weight_diagnostics(log_w, warn=False)
