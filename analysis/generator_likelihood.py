@@ -52,45 +52,70 @@ def class_prior(run: _report.Run) -> torch.Tensor:
     return counts / counts.sum()
 
 
-def likelihood(s: dict, runs: list[_report.Run]) -> tuple[str, list[dict]]:
+def measure(s: dict, run: _report.Run) -> dict:
+    """Every estimator of the run's likelihood at the cheap settings ``s``."""
+    print(f"measuring {run.label} ...", flush=True)
+    x0, y = run.test_data(s["images"], binarize_mode="sample", seed=0)
+    with torch.no_grad():
+        mf = class_reverse_nll(run.net, x0, y)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        cond = ais_log_likelihood(run.net, x0, y, s["steps"], s["chains"])
+        t1 = time.perf_counter()
+        marg = ais_log_marginal(run.net, x0[:s["marginal_images"]], s["marginal_steps"], s["marginal_chains"],
+                                class_prior=class_prior(run))
+        t2 = time.perf_counter()
+        gap = bdmc(run.net, s["bdmc_images"], s["steps"], s["chains"], seed=0)
+        best = max((importance_bounds(run.net, x0, y, s["ks"], s["groups"], proposal=p)[-1] for p in
+                    ("mean_field", "forward")), key=lambda b: float(b.estimate.mean()))
+    nll, nll_se = _mean_se(-cond.estimate)
+    unc, unc_se = _mean_se(-marg.estimate)
+    cond_sub, _ = _mean_se(-cond.estimate[:s["marginal_images"]])
+    return dict(run=run.label, objective=run.objective, dataset=run.dataset, nll=nll, nll_se=nll_se,
+                nll_mc=float(cond.stderr.pow(2).mean().sqrt() / math.sqrt(len(y))),
+                unconditional=unc, unconditional_se=unc_se, conditional_same_digits=cond_sub,
+                bdmc_gap=float(gap.gap.mean()), bdmc_gap_max=float(gap.gap.max()),
+                k_bound=-float(best.estimate.mean()), k=best.k, k_ess=float(best.ess.mean()),
+                mean_field=float(mf.mean()), seconds_conditional=t1 - t0, seconds_unconditional=t2 - t1,
+                seconds_bdmc=gap.seconds)
+
+
+def likelihood(s: dict, runs: list[_report.Run], done: dict[str, dict]) -> tuple[str, list[dict]]:
+    """The cheap-settings table; a run whose row is in ``done`` (by label, same settings) is not measured again."""
     rows, results = [], []
     for run in runs:
-        x0, y = run.test_data(s["images"], binarize_mode="sample", seed=0)
-        with torch.no_grad():
-            mf = class_reverse_nll(run.net, x0, y)
-        torch.manual_seed(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            cond = ais_log_likelihood(run.net, x0, y, s["steps"], s["chains"])
-            t1 = time.perf_counter()
-            marg = ais_log_marginal(run.net, x0[:s["marginal_images"]], s["marginal_steps"], s["marginal_chains"],
-                                    class_prior=class_prior(run))
-            t2 = time.perf_counter()
-            gap = bdmc(run.net, s["bdmc_images"], s["steps"], s["chains"], seed=0)
-            best = max((importance_bounds(run.net, x0, y, s["ks"], s["groups"], proposal=p)[-1] for p in
-                        ("mean_field", "forward")), key=lambda b: float(b.estimate.mean()))
-        nll, nll_se = _mean_se(-cond.estimate)
-        unc, unc_se = _mean_se(-marg.estimate)
-        cond_sub, _ = _mean_se(-cond.estimate[:s["marginal_images"]])
-        row = dict(run=run.label, objective=run.objective, dataset=run.dataset, nll=nll, nll_se=nll_se,
-                   nll_mc=float(cond.stderr.pow(2).mean().sqrt() / math.sqrt(len(y))),
-                   unconditional=unc, unconditional_se=unc_se, conditional_same_digits=cond_sub,
-                   bdmc_gap=float(gap.gap.mean()), bdmc_gap_max=float(gap.gap.max()),
-                   k_bound=-float(best.estimate.mean()), k=best.k, k_ess=float(best.ess.mean()),
-                   mean_field=float(mf.mean()), seconds_conditional=t1 - t0, seconds_unconditional=t2 - t1,
-                   seconds_bdmc=gap.seconds)
+        row = done.get(run.label) or measure(s, run)
         results.append(row)
-        rows.append([run.label, run.dataset, f"{nll:.1f} ± {nll_se:.1f} (MC {row['nll_mc']:.2f})",
-                     f"{unc:.1f} ± {unc_se:.1f}", f"{cond_sub:.1f}",
+        rows.append([run.label, run.dataset, f"{row['nll']:.1f} ± {row['nll_se']:.1f} (MC {row['nll_mc']:.2f})",
+                     f"{row['unconditional']:.1f} ± {row['unconditional_se']:.1f}",
+                     f"{row['conditional_same_digits']:.1f}",
                      f"{row['bdmc_gap']:.1f} (max {row['bdmc_gap_max']:.1f})",
                      f"{row['k_bound']:.1f} (ESS {row['k_ess']:.2g})", f"{row['mean_field']:.1f}",
-                     f"{t1 - t0:.0f} / {t2 - t1:.0f} / {gap.seconds:.0f}"])
+                     f"{row['seconds_conditional']:.0f} / {row['seconds_unconditional']:.0f} / "
+                     f"{row['seconds_bdmc']:.0f}"])
         print("likelihood: " + " | ".join(str(v) for v in rows[-1]), flush=True)
     header = ["run", "data", "AIS −log p(x⁰ | y)", "AIS −log p(x⁰)", "−log p(x⁰ | y), same digits",
               "BDMC gap (simulated)", f"best −L_K, K = {max(s['ks'])}", "mean-field reverse loss",
               "seconds (cond. / uncond. / BDMC)"]
     return _report.table(header, rows), results
+
+
+def earlier_rows(path: Path, s: dict) -> dict[str, dict]:
+    """The cheap rows of an earlier report at the same settings, by run label (none with --recompute)."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if isinstance(old, list):         # the first reports kept only these rows, at the full settings
+        old = dict(settings=_settings_record(FULL), cheap=old)
+    if old.get("settings") != _settings_record(s):
+        return {}
+    return {r["run"]: r for r in old.get("cheap", [])}
+
+
+def _settings_record(s: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items() if k != "per_class"}
 
 
 def truth(path: Path, runs: list[_report.Run]) -> tuple[str, list[dict]]:
@@ -166,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--truth", type=Path, default=Path(__file__).parent / "results" / "ais_truth.json",
                    help="ais_truth.json (analysis/ais_truth.py): its records of these runs head the report")
+    p.add_argument("--recompute", action="store_true",
+                   help="measure every run again (default: rows of --out's earlier report at these settings are kept)")
     p.add_argument("--no-quality", dest="quality", action="store_false", help="skip the sample-quality section")
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
     args = p.parse_args(argv)
@@ -177,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [_report.load_run(r) for r in args.runs]
     head = (f"Generated by {_report.command_line()} ({'quick (tiny)' if args.quick else 'full'} settings). "
             f"{_report.machine_note(args.threads)}")
-    lik_table, results = likelihood(s, runs)
+    json_path = args.out / "generator_likelihood.json"
+    lik_table, results = likelihood(s, runs, {} if args.recompute else earlier_rows(json_path, s))
     settings = (f"Settings: the first {s['images']} test digits of each run's dataset, binarised stochastically (one "
                 f"Bernoulli draw per pixel, seed 0). AIS −log p(x⁰ | y): {s['steps']} temperatures (sigmoid "
                 f"schedule) × {s['chains']} chains from the forward chain q(h | x⁰), at the true class; ± over "
@@ -225,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                             "Relative diversity = generated / real.")
         sections += ["## Sample quality in numbers", quality_settings, quality(s, runs, args.out)]
     _report.write_markdown(args.out / "generator_likelihood.md", "The generator as a probabilistic model", sections)
-    (args.out / "generator_likelihood.json").write_text(
-        json.dumps(dict(truth=list(results_truth.values()), cheap=results), indent=1) + "\n")
+    json_path.write_text(json.dumps(dict(settings=_settings_record(s), truth=list(results_truth.values()),
+                                         cheap=results), indent=1) + "\n")
     return 0
 
 

@@ -110,6 +110,13 @@ def test_generator_likelihood_script_writes_tables_and_plots(tmp_path, tiny_runs
         assert nll > 0 and unconditional > 0 and mean_field > 0 and math.isfinite(gap) and bound > 0
     records = json.loads((tmp_path / "generator_likelihood.json").read_text())
     assert records["truth"] == [] and [r["run"] for r in records["cheap"]] == [r[0] for r in lik]
+    # a second report at the same settings keeps the measured rows; other settings measure again
+    again = _script("generator_likelihood.py", "--runs", *map(str, tiny_runs[1:]), "--out", str(tmp_path),
+                    "--truth", str(tmp_path / "absent.json"), "--no-quality")
+    assert "measuring" not in again and json.loads((tmp_path / "generator_likelihood.json").read_text()) == records
+    other = _script("generator_likelihood.py", "--runs", str(tiny_runs[1]), "--steps", "4", "--out", str(tmp_path),
+                    "--truth", str(tmp_path / "absent.json"), "--no-quality")
+    assert other.count("measuring") == 1
     quality = [r for r in rows if r[1] in ("mean", "sample-layer", "ancestral")]
     assert len(quality) == 6 and all(0 <= float(r[2]) <= 1 for r in quality)
 
