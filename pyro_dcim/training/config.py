@@ -89,7 +89,8 @@ class TrainConfig:
                          "model and objective", choices=("01", "pm1"))
     objective: str = setting("bidirectional", "discriminative: cross-entropy only; bidirectional: eq. (21); "
                              "sampled-layer: eq. (22); rws: tied reweighted wake-sleep (K particles); wake-sleep: "
-                             f"wake-theta + sleep-phi; generative: the best generator ({GENERATIVE} with --untie and wake-phi 0.01)",
+                             f"wake-theta + sleep-phi; generative: the best generator ({GENERATIVE} with --untie and "
+                             "wake-phi 0.01)",
                              "model and objective", choices=tuple(OBJECTIVES))
     reverse_weight: Optional[float] = setting(None, "weight of the reverse term -log p(x^0|.) (1 is the paper's "
                                               "unweighted sum (21))", "model and objective", minimum=0,
