@@ -147,6 +147,27 @@ def test_default_learning_rate_follows_the_units_unless_given(tmp_path):
     assert lr("--config", str(saved)) == DEFAULT_LR["pm1"]
 
 
+def test_objective_dependent_defaults_unless_given(tmp_path):
+    from pyro_dcim.training.config import TrainConfig
+
+    def cfg(*argv):
+        return fit.config_from_args(fit.build_parser().parse_args(list(argv)))[0]
+
+    def picked(c):
+        return c.reverse_weight, c.reverse_reduction, c.untie
+
+    assert picked(cfg()) == (10.0, "mean", False) == picked(TrainConfig())
+    assert picked(cfg("--objective", "rws")) == (1.0, "sum", False) == picked(TrainConfig(objective="rws"))
+    assert picked(cfg("--objective", "generative")) == (1.0, "sum", True) == picked(TrainConfig(objective="generative"))
+    # given settings win, in either direction
+    assert picked(cfg("--objective", "generative", "--no-untie", "--reverse-weight", "3")) == (3.0, "sum", False)
+    assert picked(cfg("--objective", "bidirectional", "--untie", "--reverse-reduction", "sum")) == (10.0, "sum", True)
+    assert picked(TrainConfig(objective="generative", untie=False, reverse_reduction="mean")) == (1.0, "mean", False)
+    saved = tmp_path / "config.json"        # a stored run keeps its settings
+    saved.write_text(json.dumps({"objective": "generative", "untie": False, "reverse_weight": 2.0}))
+    assert picked(cfg("--config", str(saved))) == (2.0, "sum", False)
+
+
 def test_each_choice_is_declared_once_and_drives_both_the_options_and_validation():
     from dataclasses import fields, replace
 
