@@ -42,11 +42,12 @@ def _optional(convert):
 def _add_setting(group: argparse._ArgumentGroup, f: Field, hint) -> None:
     """The option of one :class:`TrainConfig` field, from its type and declaration."""
     meta = f.metadata
-    if hint is bool or hint == Optional[bool]:
-        if hint is not bool:   # a default that depends on other settings: --untie / --no-untie
-            group.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                               help=meta["help"] + f" (default {meta['default_text']})")
-        elif meta.get("flag"):  # a True default that an option turns off
+    if hint == Optional[bool]:  # a default that depends on other settings: --untie / --no-untie
+        group.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                           help=meta["help"] + f" (default {meta['default_text']})")
+        return
+    if hint is bool:
+        if meta.get("flag"):  # a True default that an option turns off
             group.add_argument(meta["flag"], dest=f.name, action="store_false", help=meta["help"])
         else:
             group.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=meta["help"])
