@@ -26,6 +26,7 @@ import _report
 import torch
 
 from pyro_dcim.allocator import keep_freed_memory
+from pyro_dcim.fingerprint import net_fingerprint
 from pyro_dcim.inference import ais_log_likelihood
 from pyro_dcim.objectives import class_reverse_nll
 
@@ -34,11 +35,35 @@ def key(run: _report.Run, steps: int, chains: int) -> str:
     return f"{run.path.name}|{steps}|{chains}"
 
 
+def check_same_net(run: _report.Run, record: dict, x0: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse to add digits to a record computed with another net (a retrained run is another net:
+    training is seeded but not bitwise reproducible across library versions).  A record written
+    before fingerprints were kept is checked by its digits' stored mean-field losses instead."""
+    fingerprint = net_fingerprint(run.net)
+    known = record.get("net")
+    if known is not None and known != fingerprint:
+        raise SystemExit(f"ais_truth: {run.path} is not the net whose digits this record holds (parameters "
+                         f"{fingerprint[:12]} here, {known[:12]} there); write to another --out")
+    stored = sorted(int(i) for i in record.get("digits", {}))[:8]
+    if known is None and stored:
+        idx = torch.tensor(stored)
+        with torch.no_grad():
+            mf = class_reverse_nll(run.net, x0[idx], y[idx]).double()
+        old = torch.tensor([record["digits"][str(i)]["mean_field"] for i in stored], dtype=torch.float64)
+        if not torch.allclose(mf, old, rtol=1e-5, atol=1e-4):
+            raise SystemExit(f"ais_truth: {run.path} is not the net whose digits this record holds (mean-field loss "
+                             f"of digit {stored[0]}: {float(mf[0]):.4f} here, {float(old[0]):.4f} there); write to "
+                             "another --out")
+    record["net"] = fingerprint
+
+
 def run_chunks(run: _report.Run, steps: int, chains: int, digit_range: range, chunk: int, record: dict,
                save, folder: Path) -> dict:
     """AIS on the digits of ``digit_range`` not yet in ``record["digits"]``, ``chunk`` at a time,
     saving after each; inside a chunk AIS itself checkpoints to ``folder`` every 100 temperatures."""
-    x0, y = run.test_data(digit_range.stop, binarize_mode="sample", seed=0)
+    needed = max([digit_range.stop] + [int(i) + 1 for i in record.get("digits", {})])
+    x0, y = run.test_data(needed, binarize_mode="sample", seed=0)
+    check_same_net(run, record, x0, y)
     digits = record.setdefault("digits", {})
     todo = [i for i in digit_range if str(i) not in digits]
     for start in range(0, len(todo), chunk):
@@ -103,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for other in args.merge:
         for name, record in json.loads(other.read_text()).items():
+            mine = done.get(name, {}).get("net")
+            if mine and record.get("net") and mine != record["net"]:
+                p.error(f"{other}: its record {name!r} was computed with another net than --out's; merge only "
+                        "records of the same trained net")
             done.setdefault(name, {k: v for k, v in record.items() if k != "digits"}).setdefault(
                 "digits", {}).update(record.get("digits", {}))
     if args.merge:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,35 @@ def test_ais_truth_script_resumes_by_chunks(tmp_path, tiny_runs):
     md = (tmp_path / "report" / "generator_likelihood.md").read_text()
     assert "≤ 1 nat setting" in md and f"{truth['nll']:.1f} ±" in md
 
+
+
+def test_ais_truth_refuses_digits_of_another_net(tmp_path, tiny_runs):
+    """A record names its net: another net's digits (a retrained run) are not added to it, nor merged."""
+    args = ["--steps", "2", "--chains", "2", "--out", str(tmp_path)]
+    _script("ais_truth.py", str(tiny_runs[1]), *args, "--images", "2", quick=False)
+    (record,) = json.loads((tmp_path / "ais_truth.json").read_text()).values()
+    assert len(record["net"]) == 40
+    imposter = tmp_path / "runs" / tiny_runs[1].name          # same folder name, so the same record key
+    shutil.copytree(tiny_runs[2], imposter)
+    bad = subprocess.run([sys.executable, str(ROOT / "analysis" / "ais_truth.py"), str(imposter), *args,
+                          "--images", "3"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "not the net whose digits this record holds" in bad.stderr
+    # an old record without a fingerprint is checked by its stored mean-field losses
+    legacy = json.loads((tmp_path / "ais_truth.json").read_text())
+    for r in legacy.values():
+        del r["net"]
+    (tmp_path / "ais_truth.json").write_text(json.dumps(legacy))
+    bad = subprocess.run([sys.executable, str(ROOT / "analysis" / "ais_truth.py"), str(imposter), *args,
+                          "--images", "3"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "mean-field loss of digit 0" in bad.stderr
+    out = _script("ais_truth.py", str(tiny_runs[1]), *args, "--images", "3", quick=False)
+    assert out.count("digits ") == 1                      # the right net passes the check and adds digit 2
+    # merging a record of another net into --out is refused
+    _script("ais_truth.py", str(imposter), *args[:-1], str(tmp_path / "other"), "--images", "1", quick=False)
+    bad = subprocess.run([sys.executable, str(ROOT / "analysis" / "ais_truth.py"), str(tiny_runs[1]), *args,
+                          "--images", "3", "--merge", str(tmp_path / "other" / "ais_truth.json")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "computed with another net" in bad.stderr
 
 # -- the estimators behind the tables -------------------------------------------------------
 def _tiny_reverse_case(scale: float, seed: int = 0):

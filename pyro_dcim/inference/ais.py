@@ -21,7 +21,6 @@ BDMC's stochastic upper bound, on data simulated from the model where the sample
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Union
 import torch
 
 from ..chain import Chain
+from ..fingerprint import tensor_digest
 from ..pyro_models import hidden_site
 from .energy import ChainEnergy
 from .weights import log_mean_exp, weight_diagnostics
@@ -172,11 +172,9 @@ def _key_difference(old: dict, new: dict) -> str:
 def _run_key(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, betas: torch.Tensor, num_chains: int, start: str,
              direction: str, chunks: list[slice]) -> dict:
     """What a resumed run must share with the one that wrote the checkpoint."""
-    digest = hashlib.sha1()
-    for t in (x0, y, betas, *(p.detach() for p in net.parameters())):
-        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
+    digest = tensor_digest((x0, y, betas, *net.parameters()))
     return dict(num_steps=len(betas) - 1, num_chains=num_chains, start=start, direction=direction,
-                images=x0.shape[0], chunks=[(c.start, c.stop) for c in chunks], data_and_net=digest.hexdigest())
+                images=x0.shape[0], chunks=[(c.start, c.stop) for c in chunks], data_and_net=digest)
 
 
 def _check(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps: int, num_chains: int, start: str) -> None:
