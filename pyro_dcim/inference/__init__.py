@@ -7,7 +7,8 @@ Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 * :func:`variational_posterior` — Saul-Jaakkola-Jordan mean field and its lower bound
   (:mod:`pyro_dcim.approximations.variational`, re-exported);
 * :func:`exact_marginals`, :func:`exact_posterior`, :func:`exact_log_likelihood` —
-  enumeration over each layer's ``2^{m_k}`` states (narrow layers);
+  enumeration over each layer's ``2^{m_k}`` states (narrow layers); :func:`exact_importance_ess` —
+  the large-sample ESS of importance sampling, over every joint state (tiny nets);
 * :func:`ancestral_marginals`, :func:`importance_marginals`,
   :func:`importance_log_likelihood` — vectorised Monte Carlo with the Pyro models;
 * :func:`importance_bounds`, :func:`k_sample_bounds` — K-sample bounds on ``log p(x^0 | y)``;
@@ -23,7 +24,14 @@ from . import diagnostics
 from .ais import AISResult, MarginalResult, ais_log_likelihood, ais_log_marginal
 from .bdmc import BDMCResult, bdmc, simulate
 from .bounds import KSampleBound, importance_bounds, k_sample_bounds
-from .exact import DEFAULT_MAX_UNITS, LayerTooWideError, exact_log_likelihood, exact_marginals, exact_posterior
+from .exact import (
+    DEFAULT_MAX_UNITS,
+    LayerTooWideError,
+    exact_importance_ess,
+    exact_log_likelihood,
+    exact_marginals,
+    exact_posterior,
+)
 from .gibbs import DCIMGibbs, gibbs_posterior
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
@@ -37,7 +45,8 @@ from .sampling import (
 
 __all__ = [
     "Marginals", "mean_field_marginals", "variational_posterior", "VariationalFit",
-    "exact_marginals", "exact_posterior", "exact_log_likelihood", "LayerTooWideError", "DEFAULT_MAX_UNITS",
+    "exact_marginals", "exact_posterior", "exact_log_likelihood", "exact_importance_ess", "LayerTooWideError",
+    "DEFAULT_MAX_UNITS",
     "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood", "default_chunk_size",
     "KSampleBound", "importance_bounds", "k_sample_bounds",
     "DCIMGibbs", "gibbs_posterior", "diagnostics",

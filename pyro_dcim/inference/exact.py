@@ -15,20 +15,23 @@ layer's states, so memory stays bounded; the work is ``2^{m_{k-1}} · 2^{m_k}`` 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..chain import Chain
+from ..pyro_models import hidden_site
 from ..units import all_bit_states, log1p_exp
+from .energy import ChainEnergy, posterior_weights
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
 
 if TYPE_CHECKING:
     from ..model import DCIM
 
-__all__ = ["LayerTooWideError", "exact_marginals", "exact_posterior", "exact_log_likelihood",
+__all__ = ["LayerTooWideError", "exact_marginals", "exact_posterior", "exact_log_likelihood", "exact_importance_ess",
            "all_bit_states", "DEFAULT_MAX_UNITS"]
 
 #: Default limit on the units of one hidden layer (2^16 states).
@@ -195,3 +198,29 @@ def exact_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor,
         return -F.binary_cross_entropy_with_logits(logits, x0, reduction="none").flatten(1).sum(1)
     alpha = enum.alphas(enum.chain.start_state(x0, y))[-1]
     return torch.logsumexp(alpha.log() + enum.end_log_lik(x0), -1)
+
+
+@torch.no_grad()
+def exact_importance_ess(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples: int, *,
+                         direction: str = "forward", proposal: str = "defensive",
+                         max_units: int = DEFAULT_MAX_UNITS) -> torch.Tensor:
+    """The large-sample ESS ``S (E_q w)² / E_q w²`` of :func:`~.sampling.importance_marginals`'s
+    posterior weights, ``(batch,)``, summing over every joint hidden state (all hidden layers
+    together have at most ``max_units`` units): the reference a reported ESS is checked against.
+
+    ``E_q w = Σ_h p(x, h)`` and ``E_q w² = Σ_h p(x, h) w(h)``, with ``w`` the sampler's own
+    log-weights at each state (the same proposal, mixture included)."""
+    from .sampling import _log_weights_at, _proposal, _target  # sampling's proposals, scored as it scores them
+
+    m = [math.prod(net.shapes[k]) for k in range(1, net.num_layers)]
+    if sum(m) > max_units:
+        raise LayerTooWideError(f"the hidden layers have {sum(m)} units together: 2^{sum(m)} joint states is more "
+                                f"than max_units={max_units} allows")
+    joint = all_bit_states(sum(m), x0)
+    b = y.shape[0]
+    bits = {k + 1: part[:, None].expand(-1, b, -1) for k, part in enumerate(joint.split(m, 1))}
+    log_p = ChainEnergy(net, x0, y).log_density(bits, posterior_weights(direction)).double()
+    drawn = {hidden_site(k): v.reshape(v.shape[0], b, *net.shapes[k]) for k, v in bits.items()}
+    log_w = _log_weights_at(_proposal(net, proposal, x0, y, direction), _target(net, direction, x0, y),
+                            drawn).double()
+    return num_samples * (2 * log_p.logsumexp(0) - (log_p + log_w).logsumexp(0)).exp()

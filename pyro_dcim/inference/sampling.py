@@ -36,8 +36,9 @@ from pyro import poutine
 from ..pyro_models import hidden_site
 from ..validation import check_direction
 from .marginals import Marginals
+from .posterior_check import DISAGREEMENT, PosteriorCheck, posterior_ess_check
 from .streamed import WeightedMoments
-from .weights import weight_diagnostics
+from .weights import warn_unreliable, weight_diagnostics
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -110,17 +111,32 @@ def _mixture_draw(net: "DCIM", mix: _Mixture, model: Callable) -> tuple:
     for name in names:
         a, b = first.nodes[name]["value"], second.nodes[name]["value"]
         drawn[name] = torch.where(pick.reshape(*pick.shape, *([1] * (a.dim() - 2))), a, b)
+    return _scored_at(mix, model, drawn)
+
+
+def _scored_at(proposal: Callable[[], None] | _Mixture, model: Callable, drawn: dict[str, torch.Tensor]) -> tuple:
+    """The model's trace at given hidden states ``{site: (particles, batch, *shape)}`` (under the
+    particle plate) and ``log p(x, obs) − log q(x)`` there, for a proposal or a mixture."""
+    parts = ((proposal.first, proposal.alpha), (proposal.second, 1 - proposal.alpha)) \
+        if isinstance(proposal, _Mixture) else ((proposal, 1.0),)
     log_q = []
-    for fn, weight in ((mix.first, mix.alpha), (mix.second, 1 - mix.alpha)):
+    for fn, weight in parts:
         tr = poutine.trace(poutine.condition(fn, data=drawn)).get_trace()
         tr.compute_log_prob()
-        log_q.append(math.log(weight) + sum(tr.nodes[n]["log_prob"] for n in names))
+        log_q.append(math.log(weight) + sum(tr.nodes[n]["log_prob"] for n in drawn))
     model_tr = poutine.trace(poutine.condition(model, data=drawn)).get_trace()
     model_tr.compute_log_prob()
     # the drawn hidden sites and the real observations; a far end left free is not weighed
     log_p = sum(site["log_prob"] for name, site in model_tr.nodes.items() if site["type"] == "sample"
                 and name != PARTICLE_PLATE and site["is_observed"] and site["log_prob"].dim() > 0)
-    return model_tr, log_p - torch.logaddexp(*log_q)
+    return model_tr, log_p - torch.stack(log_q).logsumexp(0)
+
+
+def _log_weights_at(proposal: Callable[[], None] | _Mixture, model: Callable, drawn: dict[str, torch.Tensor]
+                    ) -> torch.Tensor:
+    """``log p(x, obs) − log q(x)`` at given hidden states, ``(particles, batch)``."""
+    with pyro.plate(PARTICLE_PLATE, next(iter(drawn.values())).shape[0], dim=-2):
+        return _scored_at(proposal, model, drawn)[1]
 
 
 def _target(net: "DCIM", direction: str, x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> Callable:
@@ -204,7 +220,8 @@ def _batch(net: "DCIM", x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -
 @torch.no_grad()
 def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: Optional[Callable],
                         num_samples: int, chunk_size: int, observed_end: bool, method: str,
-                        skip: frozenset[str] = frozenset(), warn: bool = True) -> Marginals:
+                        skip: frozenset[str] = frozenset(), warn: bool = True,
+                        check: Optional[Callable[[torch.Tensor], PosteriorCheck]] = None) -> Marginals:
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     weighted = proposal is not None
@@ -233,17 +250,34 @@ def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: 
         acc.update(log_w, values, equal_weights=proposal is None, binary=observed_end)
         all_log_w.append(log_w)
     log_w = torch.cat(all_log_w)
-    diag = weight_diagnostics(log_w, what=f"importance sampling ({direction})", warn=warn) if weighted else None
+    what = f"importance sampling ({direction})"
+    diag = weight_diagnostics(log_w, what=what, warn=warn and check is None) if weighted else None
     means, stderrs, ess, log_mean_w = acc.result(None if diag is None else diag.smoothed)
+    extra, reliable, evidence_se = {}, None if diag is None else diag.reliable, None if diag is None else diag.stderr
+    if check is not None and diag is not None:
+        # the posterior's view of the weights (posterior_check): report the smaller ESS, widen the error
+        # bars to it, and flag images whose own samples look more than twice as good as the posterior says
+        post = check(log_mean_w)
+        sample_ess = ess.double()
+        reported = torch.minimum(sample_ess, post.ess.to(sample_ess))
+        widen = (sample_ess / reported).sqrt()
+        stderrs = {k: v * widen.reshape(-1, *([1] * (v.dim() - 1))).to(v) for k, v in stderrs.items()}
+        evidence_se = torch.maximum(diag.stderr.double(), ((num_samples / reported - 1).clamp_min(0)
+                                                           / max(num_samples - 1, 1)).sqrt()).to(diag.stderr)
+        reliable = diag.reliable & ~(sample_ess > DISAGREEMENT * post.ess.to(sample_ess))
+        extra = {"sample_ess": ess, "posterior_ess": post.ess.to(ess)}
+        ess = reported.to(ess)
+        if warn:
+            warn_unreliable(reliable, what, posterior_check=True)
 
     def pack(d: dict[str, torch.Tensor], **kw) -> Marginals:
         return Marginals([d[f"x{k}"] for k in range(1, net.num_layers)], d.get("classes"), d.get("image"),
                          method=method, direction=direction, **kw)
 
-    psis = {} if diag is None else {"khat": diag.khat, "reliable": diag.reliable}
+    psis = {} if diag is None else {"khat": diag.khat, "reliable": reliable}
     return pack(means, stderr=pack(stderrs), ess=ess, log_weights=log_w,
                 log_evidence=log_mean_w if observed_end else None,
-                log_evidence_stderr=diag.stderr if observed_end and diag is not None else None, **psis)
+                log_evidence_stderr=evidence_se if observed_end else None, extra=extra, **psis)
 
 
 def ancestral_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: int, *,
@@ -265,7 +299,8 @@ def ancestral_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: in
 
 def importance_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: int,
                          y: Optional[torch.Tensor] = None, *, direction: str = "forward",
-                         proposal: Optional[str] = None, chunk_size: Optional[int] = None) -> Marginals:
+                         proposal: Optional[str] = None, chunk_size: Optional[int] = None,
+                         posterior_check: int = 100) -> Marginals:
     """Self-normalised importance sampling of the DCIM's marginals or posterior.
 
     Forward: ``x0`` given; with ``y`` the target is the posterior
@@ -284,19 +319,36 @@ def importance_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: i
     Sites where the proposal equals the target's conditional (the first layer under the
     mean-field guide, eq. 14) cancel and are not scored.  ``chunk_size``: particles drawn
     at once, by default :func:`default_chunk_size`.
+
+    ``posterior_check``: for a posterior, Gibbs sweeps per chain (4 chains per image, after half as many
+    warming up) that score the weights where the *posterior* lies (:mod:`.posterior_check`); 0 turns it
+    off.  A proposal that never reaches part of the posterior has weights that look light and a
+    sample ESS far too large; the check estimates the large-sample ESS from the posterior's side,
+    ``.ess`` is the smaller of the two (the error bars widen to it), images whose sample ESS is more
+    than twice the posterior's are flagged, and ``.extra`` keeps ``sample_ess`` and ``posterior_ess``.
+    It costs ``1.5 · posterior_check`` sweeps of 4 chains per image.
     """
     check_direction(direction)
+    if posterior_check < 0:
+        raise ValueError(f"posterior_check must be a number of Gibbs sweeps (0 turns it off), got {posterior_check}")
     proposal = proposal or ("defensive" if x0 is not None else "reverse_mean_field")
     observed_end = (y if direction == "forward" else x0) is not None
     chunk_size = default_chunk_size(net, _batch(net, x0, y)) if chunk_size is None else chunk_size
-    return _particle_marginals(net, direction, _target(net, direction, x0, y),
-                               _proposal(net, proposal, x0, y, direction),
-                               num_samples, chunk_size, observed_end, "importance",
-                               _cancelling_sites(net, proposal, direction))
+    model, q = _target(net, direction, x0, y), _proposal(net, proposal, x0, y, direction)
+    check = None
+    labels = y is not None and torch.is_tensor(y) and not y.is_floating_point() and y.dim() == 1
+    if observed_end and posterior_check and x0 is not None and labels:
+        def check(log_evidence: torch.Tensor) -> PosteriorCheck:
+            return posterior_ess_check(net, x0, y, direction,
+                                       lambda drawn: _log_weights_at(q, model, drawn), log_evidence,
+                                       num_samples, sweeps=posterior_check)
+    return _particle_marginals(net, direction, model, q, num_samples, chunk_size, observed_end, "importance",
+                               _cancelling_sites(net, proposal, direction), check=check)
 
 
 def importance_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_samples: int, *,
-                              proposal: str = "defensive", chunk_size: Optional[int] = None) -> LogLikelihood:
+                              proposal: str = "defensive", chunk_size: Optional[int] = None,
+                              posterior_check: int = 100) -> LogLikelihood:
     """Importance-sampling estimate of ``log p(x^0 | x^n = y)`` under the reverse model (eq. 17).
 
     ``log p̂ = log mean_s p(x^0, h_s | y) / q(h_s)`` with ``h_s ~ q``, by default the
@@ -305,7 +357,9 @@ def importance_log_likelihood(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, nu
     alone, ``"forward"`` the forward chain itself.  The estimate is biased low by Jensen, consistently; its standard
     error is the delta method's ``sqrt((S/ESS − 1) / (S − 1))`` with the ESS of the
     Pareto-smoothed weights, and images whose weights have ``k̂ > 0.7`` are flagged
-    (``reliable`` False, one warning): their error bars cannot be trusted.
+    (``reliable`` False, one warning): their error bars cannot be trusted.  ``posterior_check``: as
+    for :func:`importance_marginals` (the ESS and error bar from the posterior's side too).
     """
-    m = importance_marginals(net, x0, num_samples, y, direction="reverse", proposal=proposal, chunk_size=chunk_size)
+    m = importance_marginals(net, x0, num_samples, y, direction="reverse", proposal=proposal, chunk_size=chunk_size,
+                             posterior_check=posterior_check)
     return LogLikelihood(m.log_evidence, m.log_evidence_stderr, m.ess, m.khat, m.reliable)

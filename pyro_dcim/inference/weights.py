@@ -82,10 +82,12 @@ def weight_diagnostics(log_w: torch.Tensor, *, what: str = "importance sampling"
     return WeightDiagnostics(khat, reliable, ess.to(log_w.dtype), stderr.to(log_w.dtype), smoothed)
 
 
-def warn_unreliable(reliable: torch.Tensor, what: str) -> None:
+def warn_unreliable(reliable: torch.Tensor, what: str, *, posterior_check: bool = False) -> None:
     bad = int((~reliable).sum())
     if bad:
+        why = (f"Pareto k̂ > {KHAT_THRESHOLD}, or a sample ESS over twice the posterior's (posterior_check)"
+               if posterior_check else f"Pareto k̂ > {KHAT_THRESHOLD}")
         warnings.warn(
-            f"{what}: {bad} of {reliable.numel()} images have Pareto k̂ > {KHAT_THRESHOLD}; their estimates and "
+            f"{what}: {bad} of {reliable.numel()} images have {why}; their estimates and "
             "error bars cannot be trusted (see .reliable). Use more samples, proposal='forward', "
             "ais_log_likelihood or gibbs_posterior for them.", UnreliableEstimateWarning, stacklevel=3)
