@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.runs:
         run = _report.load_run(folder)
         record = done.setdefault(key(run, args.steps, args.chains), dict(
-            run=str(run.path.as_posix()), objective=run.objective, dataset=run.dataset, steps=args.steps,
-            chains=args.chains))
+            run=str(run.path.as_posix()), objective=run.objective, dataset=run.dataset, data_dir=run.data_dir,
+            steps=args.steps, chains=args.chains))
         run_chunks(run, args.steps, args.chains, digit_range, args.chunk, record, save, args.out)
     header = ["run", "temperatures", "chains", "digits", "−log p(x⁰ | y) (mean)", "± over digits",
               "MC error of the mean", "largest per-digit MC error", "mean-field reverse loss",

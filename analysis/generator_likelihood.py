@@ -3,6 +3,7 @@ with BDMC gaps, beside the paper's mean-field reverse loss and the old K-sample 
 samples in numbers.
 
     python analysis/generator_likelihood.py --runs RUN_DIR ... [--quick] [--out analysis/results]
+    python analysis/generator_likelihood.py --truth-only [--truth ais_truth.json] --out analysis/results
 
 For each run, on the first N stochastically binarised test digits: annealed importance sampling
 (:func:`pyro_dcim.inference.ais_log_likelihood`, from the forward chain) of −log p(x⁰ | y) at the
@@ -12,7 +13,9 @@ at the same setting (how far AIS can still be from the truth); the K-sample impo
 with the forward proposals; and the mean-field reverse loss summed over pixels (eq. 21's reverse
 term).  Then 100 generated images per class in each mode: the fraction classified as intended and
 the within-class diversity relative to real digits, with one grid per mode.  Output goes to
---out (default ``out/analysis``, untracked).
+--out (default ``out/analysis``, untracked).  The report heads with every record of ``--truth``
+(AIS at 10³-10⁴ temperatures on many digits, gathered by ``analysis/ais_truth.py``); ``--truth-only``
+redoes just that section of an earlier report when records are added, without the run folders.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ def _mean_se(t: torch.Tensor) -> tuple[float, float]:
     return float(t.mean()), float(t.std() / math.sqrt(len(t))) if len(t) > 1 else float("nan")
 
 
-def class_prior(run: _report.Run) -> torch.Tensor:
-    _, y = load_dataset(run.dataset, "train", run.data_dir)
-    counts = torch.bincount(y, minlength=run.net.num_classes).double()
+def class_prior(dataset: str, data_dir: str | None, num_classes: int = 10) -> torch.Tensor:
+    """p(y): the training class frequencies of ``dataset``."""
+    _, y = load_dataset(dataset, "train", data_dir)
+    counts = torch.bincount(y, minlength=num_classes).double()
     return counts / counts.sum()
 
 
@@ -65,7 +69,7 @@ def measure(s: dict, run: _report.Run) -> dict:
         cond = ais_log_likelihood(run.net, x0, y, s["steps"], s["chains"])
         t1 = time.perf_counter()
         marg = ais_log_marginal(run.net, x0[:s["marginal_images"]], s["marginal_steps"], s["marginal_chains"],
-                                class_prior=class_prior(run))
+                                class_prior=class_prior(run.dataset, run.data_dir, run.net.num_classes))
         t2 = time.perf_counter()
         gap = bdmc(run.net, s["bdmc_images"], s["steps"], s["chains"], seed=0)
         best = max((importance_bounds(run.net, x0, y, s["ks"], s["groups"], proposal=p)[-1] for p in
@@ -118,30 +122,36 @@ def _settings_record(s: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in s.items() if k != "per_class"}
 
 
-def truth(path: Path, runs: list[_report.Run]) -> tuple[str, list[dict]]:
-    """The runs' records in ``ais_truth.json`` (``analysis/ais_truth.py``: AIS at many temperatures on many
+def truth(path: Path, runs: list[_report.Run], data_dir: str | None = None) -> tuple[str, list[dict]]:
+    """Every run's record in ``ais_truth.json`` (``analysis/ais_truth.py``: AIS at many temperatures on many
     digits), each at its largest number of temperatures, with ``−log p(x⁰) ≤ −log p(x⁰ | y) − log p(y)``
-    (``p(x⁰) ≥ p(x⁰ | y) p(y)``, so the truth's conditional figure bounds the unconditional one)."""
+    (``p(x⁰) ≥ p(x⁰ | y) p(y)``, so the truth's conditional figure bounds the unconditional one).  The records
+    hold what a row needs; p(y) comes from the training labels of the record's dataset, found through a run of
+    ``runs`` at the same path, the record's ``data_dir`` or ``data_dir``."""
     records = json.loads(path.read_text())
+    dirs = {r.path.as_posix(): r.data_dir for r in runs}
+    best: dict[str, dict] = {}
+    for r in records.values():
+        if r.get("digits") and (r["run"] not in best or (r["steps"], len(r["digits"])) >
+                                (best[r["run"]]["steps"], len(best[r["run"]]["digits"]))):
+            best[r["run"]] = r
     rows, results = [], []
-    for run in runs:
-        mine = [r for r in records.values() if Path(r["run"]).name == run.path.name and r.get("digits")]
-        if not mine:
-            continue
-        rec = max(mine, key=lambda r: (r["steps"], len(r["digits"])))
+    for name, rec in best.items():
         digits = list(rec["digits"].values())
         nll = torch.tensor([-d["estimate"] for d in digits], dtype=torch.float64)
         mc = torch.tensor([d["stderr"] for d in digits], dtype=torch.float64)
         mf = torch.tensor([d["mean_field"] for d in digits], dtype=torch.float64)
-        log_py = class_prior(run).log()[torch.tensor([d["label"] for d in digits])]
+        prior = class_prior(rec["dataset"], dirs.get(name) or rec.get("data_dir") or data_dir)
+        log_py = prior.log()[torch.tensor([d["label"] for d in digits])]
         (m, se), (u, use) = _mean_se(nll), _mean_se(nll - log_py)
-        row = dict(run=run.label, dataset=run.dataset, digits=len(digits), steps=rec["steps"], chains=rec["chains"],
+        label = f"{rec['objective']} ({name.removeprefix('runs/')})"
+        row = dict(run=label, dataset=rec["dataset"], digits=len(digits), steps=rec["steps"], chains=rec["chains"],
                    nll=m, nll_se=se, nll_mc=float(mc.pow(2).mean().sqrt() / math.sqrt(len(digits))),
                    unconditional_bound=u, unconditional_bound_se=use, mean_field=float(mf.mean()),
                    mean_field_minus_ais_median=float((mf - nll).median()),
                    mean_field_below=int((mf < nll).sum()), seconds=sum(d["seconds"] for d in digits))
         results.append(row)
-        rows.append([run.label, run.dataset, len(digits), f"{rec['steps']} × {rec['chains']}",
+        rows.append([label, rec["dataset"], len(digits), f"{rec['steps']} × {rec['chains']}",
                      f"{m:.1f} ± {se:.1f} (MC {row['nll_mc']:.2f})", f"{u:.1f} ± {use:.1f}",
                      f"{row['mean_field']:.1f}", f"{row['mean_field_minus_ais_median']:+.1f}",
                      f"{row['mean_field_below']} / {len(digits)}", f"{row['seconds']:.0f}"])
@@ -182,21 +192,87 @@ def quality(s: dict, runs: list[_report.Run], out: Path) -> str:
     return _report.table(header, rows, 3)
 
 
+TRUTH_TITLE = "## The likelihood by AIS at many temperatures"
+
+
+def _widest_forward_row(path: Path) -> dict | None:
+    rows = [r for r in json.loads(path.read_text()).values() if r["start"] == "forward"] if path.is_file() else []
+    return max(rows, key=lambda r: (r["steps"], len(r["lower"]))) if rows else None
+
+
+def bdmc_note(folder: Path) -> str:
+    """What the BDMC sweeps beside the truth records (``bdmc_sweep.json``, the default dense run's, and
+    ``bdmc_generative/``, the full-MNIST generative run's) say about the gaps."""
+    r, g = _widest_forward_row(folder / "bdmc_sweep.json"), _widest_forward_row(folder / "bdmc_generative" /
+                                                                               "bdmc_sweep.json")
+    if r is None:
+        return "No BDMC gap is recorded beside these records, so every row has unmeasured slack."
+    also = (f" and at {g['steps']} temperatures that of the full-MNIST generative run is {g['gap_mean']:.2f} nats "
+            f"(max {g['gap_max']:.2f}, {len(g['lower'])} digits; `bdmc_generative/`)" if g else "")
+    return (f"At {r['steps']} temperatures × {r['chains']} chains the BDMC gap of the default dense run (bundled "
+            f"subset, (21)) is {r['gap_mean']:.2f} nats (max {r['gap_max']:.2f}) on {len(r['lower'])} simulated "
+            f"digits (`bdmc_sweep.md`){also}; the other runs' gaps at their settings are not measured, so their "
+            "rows are stochastic upper bounds with unmeasured slack.")
+
+
+def truth_section(args: argparse.Namespace, runs: list[_report.Run]) -> tuple[list[str], list[dict]]:
+    """The report's first section, from ``--truth``'s records (empty without them)."""
+    table, results = truth(args.truth, runs, args.data_dir) if args.truth.is_file() else ("", [])
+    if not results:
+        return [], []
+    text = (f"From `{args.truth.name}` (`analysis/ais_truth.py`): AIS from the forward chain, sigmoid schedule, on "
+            "the first *digits* binarised test digits (one Bernoulli draw per pixel, seed 0), at the true class. "
+            + bdmc_note(args.truth.parent) + " *± over digits*: the standard error of the mean over digits; *MC*: "
+            "the Monte Carlo error of that mean. *−log p(x⁰) at most*: −log p(x⁰ | y) − log p(y) per digit (p(y) "
+            "the training class frequencies), an upper bound because p(x⁰) ≥ p(x⁰ | y) p(y); the true class "
+            "usually carries nearly all of p(x⁰), so the bound is tight to well under log 10 nats unless the digit "
+            "is ambiguous to the generator. The mean-field reverse loss is eq. (21)'s reverse term summed over "
+            "pixels on the same digits: no bound either way.")
+    return [TRUTH_TITLE, text, table], results
+
+
+def redo_truth(args: argparse.Namespace) -> int:
+    """``--truth-only``: replace the AIS-truth section (and the json's ``truth``) of --out's report, keeping
+    the rest as it was measured; the records are hours of CPU gathered apart from the cheap rows."""
+    md, js = args.out / "generator_likelihood.md", args.out / "generator_likelihood.json"
+    if not (md.is_file() and js.is_file()):
+        raise SystemExit(f"generator_likelihood: --truth-only needs an earlier report in {args.out}")
+    sections, results = truth_section(args, [_report.load_run(r) for r in args.runs])
+    if not results:
+        raise SystemExit(f"generator_likelihood: no AIS-truth records in {args.truth}")
+    sections[1] = f"This section: {_report.command_line()}. " + sections[1]
+    head, *parts = md.read_text().split("\n## ")
+    kept = ["## " + q.strip("\n") for q in parts if not q.startswith(("The likelihood at", TRUTH_TITLE[3:]))]
+    md.write_text("\n\n".join([head.strip("\n"), *sections, *kept]) + "\n")
+    record = json.loads(js.read_text())
+    record["truth"] = results
+    js.write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="trained run folders (e.g. the dense (21) and (22) runs)")
+    p.add_argument("--runs", nargs="+", default=[], help="trained run folders (e.g. the dense (21) and (22) runs)")
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds; used by the tests)")
     p.add_argument("--images", type=int, default=None, help="binarised test digits per run for AIS")
     p.add_argument("--steps", type=int, default=None, help="AIS temperatures")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--truth", type=Path, default=Path(__file__).parent / "results" / "ais_truth.json",
                    help="ais_truth.json (analysis/ais_truth.py): its records of these runs head the report")
+    p.add_argument("--truth-only", action="store_true",
+                   help="only redo the section of --truth's records in --out's report (no run folders needed)")
+    p.add_argument("--data-dir", default=None,
+                   help="where a truth record's dataset lies when neither a run nor the record says (for p(y))")
     p.add_argument("--recompute", action="store_true",
                    help="measure every run again (default: rows of --out's earlier report at these settings are kept)")
     p.add_argument("--no-quality", dest="quality", action="store_false", help="skip the sample-quality section")
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
     args = p.parse_args(argv)
+    if not args.runs and not args.truth_only:
+        p.error("give --runs RUN_DIR ... (or --truth-only to redo only the AIS-truth section)")
     torch.set_num_threads(args.threads)
+    if args.truth_only:
+        return redo_truth(args)
     s = dict(QUICK if args.quick else FULL)
     s["images"] = args.images or s["images"]
     s["steps"] = args.steps or s["steps"]
@@ -225,22 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                    "conditional figure on the same digits plus −log p(y) (about 2.3 nats), the excess is AIS slack, "
                    "not the model.")
     sections = [head]
-    truth_table, truth_results = truth(args.truth, runs) if args.truth.is_file() else ("", [])
-    if truth_results:
-        sections += ["## The likelihood at the ≤ 1 nat setting", (
-            f"From `{args.truth.name}` (`analysis/ais_truth.py`): AIS from the forward chain, sigmoid schedule, on the "
-            "first *digits* binarised test digits (one Bernoulli draw per pixel, seed 0), at the true class. At 10⁴ "
-            "temperatures the BDMC gap of the default dense run (subset, (21)) is 0.64 nats (max 0.94) on simulated "
-            "digits (`bdmc_sweep.md`); the other runs' gaps at that setting are not measured, so their rows are "
-            "stochastic upper bounds with unmeasured slack. *± over digits*: the standard error of the mean over "
-            "digits; *MC*: the Monte Carlo error of that mean. *−log p(x⁰) at most*: −log p(x⁰ | y) − log p(y) per "
-            "digit (p(y) the training class frequencies), an upper bound because p(x⁰) ≥ p(x⁰ | y) p(y); the true "
-            "class usually carries nearly all of p(x⁰), so the bound is tight to well under log 10 nats unless the "
-            "digit is ambiguous to the generator. The mean-field reverse loss is eq. (21)'s reverse term summed over "
-            "pixels on the same digits: no bound either way."), truth_table]
-        results_truth = {r["run"]: r for r in truth_results}
-    else:
-        results_truth = {}
+    truth_sections, truth_results = truth_section(args, runs)
+    sections += truth_sections
+    results_truth = {r["run"]: r for r in truth_results}
     sections += ["## Cheaper settings, every estimator" if results_truth else "", settings, lik_table,
                  likelihood_summary(s, results), orientation]
     if args.quality:

@@ -163,7 +163,22 @@ def test_ais_truth_script_resumes_by_chunks(tmp_path, tiny_runs):
     assert truth["digits"] == 5 and truth["steps"] == 3 and truth["nll"] == pytest.approx(sum(nll) / 5)
     assert truth["unconditional_bound"] > truth["nll"]   # −log p(y) > 0 added to every digit
     md = (tmp_path / "report" / "generator_likelihood.md").read_text()
-    assert "≤ 1 nat setting" in md and f"{truth['nll']:.1f} ±" in md
+    assert "AIS at many temperatures" in md and f"{truth['nll']:.1f} ±" in md
+    # --truth-only redoes that section from the records alone and keeps the measured rest
+    cheap = json.loads((tmp_path / "report" / "generator_likelihood.json").read_text())["cheap"]
+    rest = md[md.index("## Cheaper settings"):]
+    merged["digits"]["0"]["estimate"] -= 10.0                     # a record that changed
+    (tmp_path / "ais_truth.json").write_text(json.dumps({"r": merged}))
+    _script("generator_likelihood.py", "--truth-only", "--truth", str(tmp_path / "ais_truth.json"),
+            "--out", str(tmp_path / "report"))
+    again = json.loads((tmp_path / "report" / "generator_likelihood.json").read_text())
+    assert again["cheap"] == cheap and again["truth"][0]["nll"] == pytest.approx(truth["nll"] + 2.0)
+    md = (tmp_path / "report" / "generator_likelihood.md").read_text()
+    assert md.endswith(rest) and md.count("AIS at many temperatures") == 1 and "--truth-only" in md
+    absent = subprocess.run([sys.executable, str(ROOT / "analysis" / "generator_likelihood.py"), "--truth-only",
+                             "--truth", str(tmp_path / "ais_truth.json"), "--out", str(tmp_path / "empty")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert absent.returncode != 0 and "needs an earlier report" in absent.stderr
 
 
 
