@@ -131,12 +131,12 @@ def test_bdmc_sweep_script_keeps_rows_and_adds_new_ones(tmp_path, tiny_runs):
     assert sorted(done) == ["forward-2-2x2", "forward-20-2x2"]
     assert all(len(r["lower"]) == 2 and r["gap_mean"] == r["gap_mean"] for r in done.values())
     assert len({r["net"] for r in done.values()}) == 1                    # both rows name the same net
-    assert "trained net(s)" not in (tmp_path / "bdmc_sweep.md").read_text()
+    assert "different trainings" not in (tmp_path / "bdmc_sweep.md").read_text()
     done["forward-2-2x2"].pop("net")                                      # a row from before nets were named
     (tmp_path / "bdmc_sweep.json").write_text(json.dumps(done))
     _script("bdmc_sweep.py", str(tiny_runs[1]), "--steps", "2", "--images", "2", "--chains", "2",
             "--out", str(tmp_path), quick=False)
-    assert "older rows did not record theirs" in (tmp_path / "bdmc_sweep.md").read_text()
+    assert "before nets were recorded" in (tmp_path / "bdmc_sweep.md").read_text()
     assert (tmp_path / "bdmc_sweep.png").read_bytes()[:8] == PNG
 
 
