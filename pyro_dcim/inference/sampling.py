@@ -221,7 +221,8 @@ def _batch(net: "DCIM", x0: Optional[torch.Tensor], y: Optional[torch.Tensor]) -
 def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: Optional[Callable],
                         num_samples: int, chunk_size: int, observed_end: bool, method: str,
                         skip: frozenset[str] = frozenset(), warn: bool = True,
-                        check: Optional[Callable[[torch.Tensor], PosteriorCheck]] = None) -> Marginals:
+                        check: Optional[Callable[[torch.Tensor, torch.Tensor], PosteriorCheck]] = None
+                        ) -> Marginals:
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     weighted = proposal is not None
@@ -257,15 +258,18 @@ def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: 
     if check is not None and diag is not None:
         # the posterior's view of the weights (posterior_check): report the smaller ESS, widen the error
         # bars to it, and flag images whose own samples look more than twice as good as the posterior says
-        post = check(log_mean_w)
+        # images k̂ already flags need no check (their posterior ESS stays NaN)
+        post_ess = torch.full_like(ess, math.nan, dtype=torch.float64)
+        if diag.reliable.any():
+            post_ess[diag.reliable] = check(log_mean_w[diag.reliable], diag.reliable).ess.double()
         sample_ess = ess.double()
-        reported = torch.minimum(sample_ess, post.ess.to(sample_ess))
+        reported = torch.where(post_ess.isnan(), sample_ess, torch.minimum(sample_ess, post_ess))
         widen = (sample_ess / reported).sqrt()
         stderrs = {k: v * widen.reshape(-1, *([1] * (v.dim() - 1))).to(v) for k, v in stderrs.items()}
         evidence_se = torch.maximum(diag.stderr.double(), ((num_samples / reported - 1).clamp_min(0)
                                                            / max(num_samples - 1, 1)).sqrt()).to(diag.stderr)
-        reliable = diag.reliable & ~(sample_ess > DISAGREEMENT * post.ess.to(sample_ess))
-        extra = {"sample_ess": ess, "posterior_ess": post.ess.to(ess)}
+        reliable = diag.reliable & ~(sample_ess > DISAGREEMENT * post_ess)
+        extra = {"sample_ess": ess, "posterior_ess": post_ess.to(ess)}
         ess = reported.to(ess)
         if warn:
             warn_unreliable(reliable, what, posterior_check=True)
@@ -326,7 +330,8 @@ def importance_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: i
     sample ESS far too large; the check estimates the large-sample ESS from the posterior's side,
     ``.ess`` is the smaller of the two (the error bars widen to it), images whose sample ESS is more
     than twice the posterior's are flagged, and ``.extra`` keeps ``sample_ess`` and ``posterior_ess``.
-    It costs ``1.5 · posterior_check`` sweeps of 4 chains per image.
+    It costs ``1.5 · posterior_check`` sweeps of 4 chains per image, and runs only on the images that
+    ``k̂`` does not already flag (their ``posterior_ess`` is NaN).
     """
     check_direction(direction)
     if posterior_check < 0:
@@ -338,9 +343,12 @@ def importance_marginals(net: "DCIM", x0: Optional[torch.Tensor], num_samples: i
     check = None
     labels = y is not None and torch.is_tensor(y) and not y.is_floating_point() and y.dim() == 1
     if observed_end and posterior_check and x0 is not None and labels:
-        def check(log_evidence: torch.Tensor) -> PosteriorCheck:
-            return posterior_ess_check(net, x0, y, direction,
-                                       lambda drawn: _log_weights_at(q, model, drawn), log_evidence,
+        def check(log_evidence: torch.Tensor, images: torch.Tensor) -> PosteriorCheck:
+            # the sampler's model and proposal rebuilt on the checked images only
+            xs, ys = x0[images], y[images]
+            sub_model, sub_q = _target(net, direction, xs, ys), _proposal(net, proposal, xs, ys, direction)
+            return posterior_ess_check(net, xs, ys, direction,
+                                       lambda drawn: _log_weights_at(sub_q, sub_model, drawn), log_evidence,
                                        num_samples, sweeps=posterior_check)
     return _particle_marginals(net, direction, model, q, num_samples, chunk_size, observed_end, "importance",
                                _cancelling_sites(net, proposal, direction), check=check)
