@@ -38,7 +38,7 @@ from ..validation import check_direction
 from .marginals import Marginals
 from .posterior_check import DISAGREEMENT, PosteriorCheck, posterior_ess_check
 from .streamed import WeightedMoments
-from .weights import warn_unreliable, weight_diagnostics
+from .weights import delta_method_stderr, warn_unreliable, weight_diagnostics
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -266,8 +266,7 @@ def _particle_marginals(net: "DCIM", direction: str, model: Callable, proposal: 
         reported = torch.where(post_ess.isnan(), sample_ess, torch.minimum(sample_ess, post_ess))
         widen = (sample_ess / reported).sqrt()
         stderrs = {k: v * widen.reshape(-1, *([1] * (v.dim() - 1))).to(v) for k, v in stderrs.items()}
-        evidence_se = torch.maximum(diag.stderr.double(), ((num_samples / reported - 1).clamp_min(0)
-                                                           / max(num_samples - 1, 1)).sqrt()).to(diag.stderr)
+        evidence_se = torch.maximum(diag.stderr.double(), delta_method_stderr(reported, num_samples)).to(diag.stderr)
         reliable = diag.reliable & ~(sample_ess > DISAGREEMENT * post_ess)
         extra = {"sample_ess": ess, "posterior_ess": post_ess.to(ess)}
         ess = reported.to(ess)

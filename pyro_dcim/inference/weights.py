@@ -53,6 +53,11 @@ def tail_length(num_samples: int, reff: float = 1.0) -> int:
     return int(math.ceil(min(num_samples / 5.0, 3 * math.sqrt(num_samples / reff))))
 
 
+def delta_method_stderr(ess: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """The delta method's standard error of ``log mean w`` at a given ESS: ``sqrt((S/ESS − 1) / (S − 1))``."""
+    return ((num_samples / ess - 1).clamp_min(0) / max(num_samples - 1, 1)).sqrt()
+
+
 def weight_diagnostics(log_w: torch.Tensor, *, what: str = "importance sampling", warn: bool = True
                        ) -> WeightDiagnostics:
     """PSIS diagnostics of per-image log-weights ``(samples, batch)`` (independent draws, ``reff = 1``).
@@ -75,7 +80,7 @@ def weight_diagnostics(log_w: torch.Tensor, *, what: str = "importance sampling"
         smoothed = torch.where(failed, raw, smoothed)
     sum_sq = (2 * smoothed.double()).exp().sum(0)
     ess = 1.0 / sum_sq
-    stderr = ((s * sum_sq - 1).clamp_min(0) / max(s - 1, 1)).sqrt()
+    stderr = delta_method_stderr(ess, s)
     reliable = ~(khat > KHAT_THRESHOLD)
     if warn:
         warn_unreliable(reliable, what)
