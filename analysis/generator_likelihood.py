@@ -29,6 +29,7 @@ from pathlib import Path
 
 import _report
 import torch
+from bdmc_sweep import gap_stderr
 
 from pyro_dcim.allocator import keep_freed_memory
 from pyro_dcim.data import load_dataset
@@ -200,11 +201,6 @@ def _widest_forward_row(path: Path) -> dict | None:
     return max(rows, key=lambda r: (r["steps"], len(r["lower"]))) if rows else None
 
 
-def _gap_se(row: dict) -> float:
-    """The standard error over digits of a BDMC row's mean gap."""
-    return _mean_se(torch.tensor(row["upper"]) - torch.tensor(row["lower"]))[1]
-
-
 def bdmc_note(folder: Path) -> str:
     """What the BDMC sweeps beside the truth records (``bdmc_sweep.json``, the default dense run's, and
     ``bdmc_generative/``, the full-MNIST generative run's) say about the gaps."""
@@ -215,7 +211,7 @@ def bdmc_note(folder: Path) -> str:
     also = (f" and at {g['steps']} temperatures that of the full-MNIST generative run is {g['gap_mean']:.2f} nats "
             f"(max {g['gap_max']:.2f}, {len(g['lower'])} digits; `bdmc_generative/`)" if g else "")
     return (f"At {r['steps']} temperatures × {r['chains']} chains the BDMC gap of the default dense run (bundled "
-            f"subset, (21)) is {r['gap_mean']:.2f} ± {_gap_se(r):.2f} nats (max {r['gap_max']:.2f}) on "
+            f"subset, (21)) is {r['gap_mean']:.2f} ± {gap_stderr(r):.2f} nats (max {r['gap_max']:.2f}) on "
             f"{len(r['lower'])} simulated digits (`bdmc_sweep.md`){also}; the other runs' gaps at their settings "
             "are not measured, so their "
             "rows are stochastic upper bounds with unmeasured slack.")
