@@ -8,10 +8,11 @@ This package imports nothing heavy, so :func:`launch` can catch a Ctrl-C while t
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import NoReturn
 
-from .errors import EXIT_SIGINT, report_interrupt
+from .errors import report_interrupt
 
 __all__ = ["COMMANDS", "launch"]
 
@@ -33,7 +34,7 @@ def launch(command: str) -> NoReturn:
 
         keep_freed_memory()  # process-wide, so only when run as a program
         code = module.main(prog=prog)
-    except KeyboardInterrupt:
-        report_interrupt(prog, "while starting" if module is None else "")
-        code = EXIT_SIGINT
+    except KeyboardInterrupt as e:   # a command's own Stopped (SIGTERM too) carries its signal
+        code = report_interrupt(prog, "while starting" if module is None else "",
+                                signum=getattr(e, "signum", signal.SIGINT))
     sys.exit(code)

@@ -8,6 +8,7 @@ Standard library only: :func:`pyro_dcim.cli.launch` imports this before torch.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_SIGINT", "OneLineParser", "one_line", "report",
@@ -35,7 +36,10 @@ def report(prog: str, error: BaseException | str, code: int = EXIT_BAD_INPUT) ->
     return code
 
 
-def report_interrupt(prog: str, where: str = "", what: str = "nothing was saved") -> int:
-    """``prog: interrupted (SIGINT) <where>; <what>``; return 130."""
-    print(f"{prog}: interrupted (SIGINT){' ' + where if where else ''}; {what}", file=sys.stderr)
-    return EXIT_SIGINT
+def report_interrupt(prog: str, where: str = "", what: str = "nothing was saved", *, signum: int = signal.SIGINT,
+                     fresh_line: bool = False) -> int:
+    """``prog: interrupted (SIGINT) <where>; <what>``; return 128 + ``signum`` (130 for SIGINT, 143 for
+    SIGTERM).  ``fresh_line``: start a new line first, where a progress bar may have left one open."""
+    start, name = "\n" if fresh_line else "", signal.Signals(signum).name
+    print(f"{start}{prog}: interrupted ({name}){' ' + where if where else ''}; {what}", file=sys.stderr, flush=True)
+    return 128 + int(signum)

@@ -1,14 +1,20 @@
-"""SIGINT/SIGTERM that stop a run cleanly: the loop finishes its step, saves and raises :class:`TrainingInterrupted`."""
+"""SIGINT/SIGTERM that stop a command cleanly.
+
+Training (:class:`StopSignals`): the loop finishes its step, saves and raises :class:`TrainingInterrupted`.
+Work with nothing to save part way (sampling in ``diagnose``; :func:`stop_on_signals`): the signal raises
+:class:`Stopped` at once, and the command reports it in one line with exit status 128 + N.
+"""
 
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-__all__ = ["TrainingInterrupted", "StopSignals"]
+__all__ = ["TrainingInterrupted", "StopSignals", "Stopped", "stop_on_signals"]
 
 
 class TrainingInterrupted(Exception):
@@ -47,4 +53,36 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived inside :func:`stop_on_signals` (a KeyboardInterrupt, so code that
+    cleans up after Ctrl-C cleans up after SIGTERM too)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While active, SIGINT and SIGTERM raise :class:`Stopped` where the program is (SIGTERM would
+    otherwise end it silently, with no message); the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():  # signal() works there only
+        yield
+        return
+
+    def raise_stopped(signum, frame) -> None:
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, raise_stopped) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
