@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
 
-__all__ = ["atomic_write", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "remove_stale_temporaries", "write_error"]
 
 
 def _prefix(path: Path) -> str:
@@ -58,3 +58,14 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], obje
     finally:
         os.close(dir_fd)
     return path
+
+
+def write_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write (a full disk, a read-only folder): ``error`` itself, or the one
+    that ``torch.save``'s ``RuntimeError`` ("[enforce fail at inline_container.cc:...] unexpected pos")
+    carries as its context; ``None`` when the failure was not the file system's."""
+    for _ in range(10):   # chains are short; a bound instead of trusting them
+        if error is None or isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

@@ -18,9 +18,10 @@ import dataclasses
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyro
 import torch
@@ -31,6 +32,7 @@ from ..objectives import get_objective, objective_settings, sampled_layer
 from ..spec import SpecError
 from ..validation import check_images
 from . import distributed, runs
+from .atomic import write_error
 from .batches import Splits, epoch_permutation, load_splits, random_shift, shard_indices
 from .checkpoint import Architecture, CheckpointError, load_checkpoint, load_parameters, model_state, save_checkpoint
 from .config import OPTIMIZERS, ConfigError, TrainConfig, resolve_device
@@ -105,6 +107,7 @@ class Setup:
     data: Splits
     net: DCIM
     run_dir: Path
+    created: bool = False   # the run made its folder (so an unsaved start can remove it again)
 
     @property
     def is_main(self) -> bool:
@@ -140,9 +143,10 @@ def setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Setup:
             raise ConfigError(f"--sample-layer / --code-weight: {e}") from None
     cfg = dataclasses.replace(cfg, out=cfg.out or cfg.default_out())  # the caller's config stays as given
     run_dir = Path(cfg.out)
+    created = not run_dir.exists()
     if rank == 0:
         run_dir = runs.prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    return Setup(cfg, device, rank, world_size, data, net, run_dir)
+    return Setup(cfg, device, rank, world_size, data, net, run_dir, created)
 
 
 # -- the state a checkpoint holds -------------------------------------------------------------
@@ -255,11 +259,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     s = setup(cfg, resume, overwrite)
     cfg, net, data = s.cfg, s.net, s.data
     state = resumed_state(s, log) if resume else fresh_state(s)
-    if s.is_main:
-        runs.write_config(s.run_dir, dataclasses.asdict(cfg))
-        runs.write_metrics(s.run_dir, state.history)
-    if not resume:  # so a run stopped before its first save is still one that --resume continues
-        save(s, state)
+    try:
+        if s.is_main:
+            runs.write_config(s.run_dir, dataclasses.asdict(cfg))
+            runs.write_metrics(s.run_dir, state.history)
+        if not resume:  # so a run stopped before its first save is still one that --resume continues
+            save(s, state)
+    except Exception as e:
+        if write_error(e) is None:
+            raise
+        if s.is_main and not resume:  # what a folder without a checkpoint holds only blocks the same command
+            runs.remove_unsaved_run(s.run_dir, s.created)
+        raise _cannot_write(s, e, "nothing was saved, so the same command can run again once it can write there"
+                            if not resume else "the run is as it was; resume it once it can write there") from None
     if state.epoch >= cfg.epochs:
         log(f"--epochs {cfg.epochs}: no epoch left to train ({len(state.history)} done); evaluating and saving the "
             f"{'trained' if state.history else 'initialised'} network as it is")
@@ -277,7 +289,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     net.train()
     # the data were checked once when loaded: the hot path skips the per-call value checks (each a
     # host sync on a GPU), as Pyro's own validation switch allows
-    with StopSignals() as stop, pyro.validation_enabled(False):
+    with _write_failures_say_resume(s), StopSignals() as stop, pyro.validation_enabled(False):
         while state.epoch < cfg.epochs:
             t0 = time.perf_counter() - state.seconds
             tally = Tally(TrainMeasures, s.device, state.partial)
@@ -301,7 +313,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             if stop.received is not None:  # a signal during the evaluation
                 raise TrainingInterrupted(stop.received, s.run_dir, state.epoch, 0)
 
-    summary = finish(s, state.history, log)
+    with _write_failures_say_resume(s):
+        summary = finish(s, state.history, log)
     return TrainResult(s.run_dir, net, state.history, summary, cfg)
 
 
@@ -324,6 +337,24 @@ def finish(s: Setup, history: list[dict[str, Any]], log: Callable[[str], object]
             f"({val.reverse_nll_sum:.1f} nats per image), test_acc {test.acc:.4f}, "
             f"{summary['seconds']:.1f} s training; run folder {s.run_dir}")
     return summary
+
+
+def _cannot_write(s: Setup, error: BaseException, what: str) -> runs.RunDirError:
+    cause = write_error(error)
+    return runs.RunDirError(f"cannot write to run folder {s.run_dir}: {cause.strerror or cause}; {what}")
+
+
+@contextmanager
+def _write_failures_say_resume(s: Setup) -> Iterator[None]:
+    """A full disk (or a folder gone read-only) after the first save: checkpoints are written atomically,
+    so the last one is whole, and ``--resume`` continues from it (and rewrites the metrics from it)."""
+    try:
+        yield
+    except Exception as e:
+        if write_error(e) is None:
+            raise
+        raise _cannot_write(s, e, f"the last checkpoint is whole: make room, then resume with: "
+                                  f"python -m pyro_dcim.fit --resume {s.run_dir}") from None
 
 
 def _progress(total: int, initial: int, desc: str, is_main: bool):

@@ -16,14 +16,14 @@ import math
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..cli.output import OutputError, prepare_output_dir
 from .atomic import atomic_write, remove_stale_temporaries
 from .metrics import METRIC_COLUMNS
 
-__all__ = ["RunDirError", "RUN_FILES", "prepare_run_dir", "versions", "write_json", "read_config",
+__all__ = ["RunDirError", "RUN_FILES", "prepare_run_dir", "remove_unsaved_run", "versions", "write_json", "read_config",
            "write_metrics", "append_metrics", "METRIC_COLUMNS"]
 
 CONFIG_NAME = "config.json"
@@ -49,23 +49,39 @@ def prepare_run_dir(path: os.PathLike | str, resume: bool = False, overwrite: bo
         if not (run_dir / "checkpoint.pt").is_file():
             raise RunDirError(f"cannot resume: {run_dir} holds no checkpoint.pt")
     elif existing and not overwrite:
-        raise RunDirError(f"{run_dir} already holds a run ({', '.join(existing)}); "
-                          "pass --resume to continue it, --overwrite to replace it, or choose another --out")
+        # without a checkpoint there is nothing to resume: say so rather than suggest --resume
+        what = ("pass --resume to continue it, --overwrite to replace it" if "checkpoint.pt" in existing else
+                "it saved no checkpoint, so there is nothing to resume: pass --overwrite to replace it")
+        raise RunDirError(f"{run_dir} already holds a run ({', '.join(existing)}); {what}, or choose another --out")
+    try:  # a file in the way, a read-only folder or a full disk must fail now, not after an hour of training
+        prepare_output_dir(run_dir, what="run folder")
+    except OutputError as e:
+        raise RunDirError(str(e)) from None
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         if overwrite and not resume:
             for name in existing:
                 (run_dir / name).unlink()
         for name in RUN_FILES:   # this run is the folder's only writer from here on
             remove_stale_temporaries(run_dir / name)
-        # a full disk or a read-only folder must fail now, not after an hour of training
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-") as f:
-            f.write(b"\0" * 65536)
-            f.flush()
-            os.fsync(f.fileno())
     except OSError as e:
         raise RunDirError(f"cannot write to run folder {run_dir}: {e.strerror or e}") from None
     return run_dir
+
+
+def remove_unsaved_run(run_dir: Path, created: bool) -> None:
+    """Remove what a new run wrote before its first checkpoint was saved (``config.json``, empty
+    metrics), and the folder itself if the run ``created`` it and it is now empty, so that the same
+    command can run again.  Never touches a folder holding a checkpoint."""
+    if (run_dir / "checkpoint.pt").exists():
+        return
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+        remove_stale_temporaries(run_dir / name)
+    if created:
+        try:
+            run_dir.rmdir()
+        except OSError:   # not empty: the user's files stay
+            pass
 
 
 def versions() -> dict[str, str]:
