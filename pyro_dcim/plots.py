@@ -71,19 +71,22 @@ def plot_sample_grid(images: torch.Tensor, classes: torch.Tensor, pred: torch.Te
                      path: str | Path, title: str = "", per_row: int | None = None) -> Path:
     """A grid with one row per intended class (one row in all when each class has one image),
     each image titled with the forward model's predicted class and its probability (red where
-    it is not the intended class), as Fig. 2.
+    it is not the intended class), as Fig. 2.  The intended class labels each row ("class c" at
+    its left), or each image of a single row (below it).
 
     Drawn as one mosaic image with text on top (a hundred separate axes are slow to draw)."""
     pics = _as_2d(images)
     classes, pred, prob = classes.cpu(), pred.cpu(), prob.cpu()
     per_row = per_row or int((classes == classes[0]).sum())
-    per_row = len(pics) if per_row == 1 else per_row
+    one_row = per_row == 1   # one image per class: the classes run along a single row
+    per_row = len(pics) if one_row else per_row
     rows, (h, w) = math.ceil(len(pics) / per_row), pics.shape[1:]
     gap, top = 2, 9  # pixels between images, and above each one for its title
-    mosaic = np.ones((rows * (h + top + gap), per_row * (w + gap)))
+    left, below = (0, 8) if one_row else (22, 0)   # room for the intended class: under each image, or per row
+    mosaic = np.ones((rows * (h + top + gap) + below, left + per_row * (w + gap)))
     for i, pic in enumerate(pics):
         r, c = divmod(i, per_row)
-        y0, x0 = r * (h + top + gap) + top, c * (w + gap)
+        y0, x0 = r * (h + top + gap) + top, left + c * (w + gap)
         mosaic[y0:y0 + h, x0:x0 + w] = pic
     scale = 0.032  # inches per mosaic pixel
     fig = Figure(figsize=(mosaic.shape[1] * scale, mosaic.shape[0] * scale + (0.3 if title else 0)))
@@ -93,8 +96,14 @@ def plot_sample_grid(images: torch.Tensor, classes: torch.Tensor, pred: torch.Te
     for i in range(len(pics)):
         r, c = divmod(i, per_row)
         ok = int(pred[i]) == int(classes[i])
-        ax.text(c * (w + gap) + w / 2, r * (h + top + gap) + top - 1.5, f"{int(pred[i])} ({float(prob[i]):.2f})",
+        ax.text(left + c * (w + gap) + w / 2, r * (h + top + gap) + top - 1.5, f"{int(pred[i])} ({float(prob[i]):.2f})",
                 ha="center", va="bottom", fontsize=6, color="black" if ok else "red")
+        if one_row:
+            ax.text(c * (w + gap) + w / 2, top + h + 1, f"class {int(classes[i])}", ha="center", va="top", fontsize=6)
+    if not one_row:
+        for r in range(rows):
+            ax.text(left - 3, r * (h + top + gap) + top + h / 2, f"class {int(classes[r * per_row])}", ha="right",
+                    va="center", fontsize=6)
     if title:
         fig.suptitle(title, fontsize=7, y=1 - 0.08 / fig.get_figheight())
     return _save(fig, path)
@@ -124,6 +133,9 @@ def run_figures(net: DCIM, cfg: Any, history: Sequence[Mapping[str, Any]], run_d
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    from .training.atomic import atomic_write
+
     path = Path(path)
-    fig.savefig(path, dpi=80)
+    kind = path.suffix.lstrip(".").lower() or "png"   # as savefig(path) reads it from the name
+    atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=80))   # never a half-written figure
     return path
