@@ -186,6 +186,9 @@ class DCIM(PyroModels, nn.Module):
             if y.dim() == 0 or y.numel() == 0:
                 return self._reverse_from(self.class_state(y), n, approximation)
             check_labels(y, self.num_classes)
+            if y.dim() != 1:   # indexing the per-class pass with (batch, 1) would add a dimension silently
+                raise ValueError(f"class indices must be shaped (batch,), got {tuple(y.shape)}; pass y.reshape(-1) "
+                                 "(or class probabilities (batch, classes) as floats)")
             per_class = self.class_reverse_mean_field(approximation)
             return ReverseMeanField([h[y] for h in per_class.hidden], [a[y] for a in per_class.preactivations],
                                     per_class.logits[y])

@@ -37,7 +37,7 @@ from .approximations.variational import fit_mean_field
 from .chain import Chain
 from .inference.energy import ChainEnergy
 from .model import DCIM
-from .validation import check_labels
+from .validation import check_class_batch, check_labels
 
 __all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss", "sampled_layer",
            "class_reverse_nll", "reweighted_wake_sleep_loss", "wake_particles", "sleep_dreams",
@@ -84,6 +84,13 @@ def _reverse_bound_nll(net: DCIM, start: torch.Tensor, layer: int, x0: torch.Ten
                            x0_state=net.units.state(x0)).elbo
 
 
+def _check_batch(net: DCIM, x0: torch.Tensor, y: torch.Tensor) -> None:
+    """One class index per image (shapes only: free on the training loop's hot path)."""
+    check_labels(y, net.num_classes)
+    if isinstance(x0, torch.Tensor):   # a non-tensor x0 is the image check's to report
+        check_class_batch(y, x0, net.input_shape)
+
+
 def _forward_logits(net: DCIM, x0: torch.Tensor, approximation: str) -> torch.Tensor:
     return net(x0) if approximation == "first-order" else net.forward_mean_field(x0, approximation=approximation).logits
 
@@ -108,7 +115,7 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, report_
     The reverse parts are reported (computed without gradient) unless
     ``report_reverse=False``; they never enter ``total``.
     """
-    check_labels(y, net.num_classes)
+    _check_batch(net, x0, y)
     logits = _forward_logits(net, x0, approximation)
     if report_reverse:
         with torch.no_grad():
@@ -121,7 +128,7 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, report_
 def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_weight: float = 1.0,
                        reduction: str = "mean", approximation: str = "first-order") -> ObjectiveParts:
     """Eq. (21): ``-log p(x^n | x^0) - w · log p(x^0 | x^n)``, both by mean field."""
-    check_labels(y, net.num_classes)
+    _check_batch(net, x0, y)
     logits = _forward_logits(net, x0, approximation)
     rev = class_reverse_nll(net, x0, y, approximation).mean()
     return _combine(net, logits, y, rev, reverse_weight, reduction, train_reverse=True)
@@ -155,7 +162,7 @@ def sampled_layer_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, layer: O
     reverse pass is trained on (a wake-phase term; reported as ``code_nll``, nats
     per image).  The default 0 is the paper's objective.
     """
-    check_labels(y, net.num_classes)
+    _check_batch(net, x0, y)
     k = sampled_layer(net, layer, code_weight)
     mf = net.forward_mean_field(x0, approximation=approximation)
     probs = torch.sigmoid(net.units.bit_logits(mf.preactivations[k - 1].detach()))
@@ -229,7 +236,7 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
     ``reverse_nll_sum`` reports ``-log mean_s w_s`` (a K-sample bound on ``-log p(x^0 | y)``, nats).
     ``reduction="mean"`` divides the bracket by the pixel count, like the other objectives.
     """
-    check_labels(y, net.num_classes)
+    _check_batch(net, x0, y)
     if net.num_layers < 2:
         raise ValueError("reweighted wake-sleep needs a hidden layer (a net without one is an RBM-like pair)")
     if particles < 1:

@@ -141,10 +141,11 @@ def layer_shapes(layers: Sequence[LayerSpec], input_shape: Sequence[int]) -> lis
                 raise SpecError(f"layer {i}: a convolution needs an input shaped (channels, height, width), "
                                 f"got {shape}; pass e.g. input_shape=(1, 28, 28)")
             h, w = (conv_output_size(s, layer.window, layer.stride, layer.padding) for s in shape[1:])
-            if h < 1 or w < 1:
+            # a window wider than its input sees mostly padding: the output exists but means nothing
+            if h < 1 or w < 1 or layer.window > min(shape[1:]):
                 raise SpecError(f"layer {i}: convolution {layer.as_notation()} does not fit its "
-                                f"{shape[1]}x{shape[2]} input (input_shape {tuple(input_shape)} is too small "
-                                "for this architecture)")
+                                f"{shape[1]}x{shape[2]} input (its {layer.window}x{layer.window} window must fit "
+                                f"in it; input_shape {tuple(input_shape)} is too small for this architecture)")
             shape = (layer.kernels, h, w)
         else:
             shape = (layer.units,)

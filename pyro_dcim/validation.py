@@ -13,7 +13,8 @@ from typing import Any, Optional, Sequence
 import torch
 from pyro.infer.util import is_validation_enabled
 
-__all__ = ["check_images", "check_labels", "check_state", "as_labels", "check_direction", "DIRECTIONS"]
+__all__ = ["check_images", "check_labels", "check_state", "as_labels", "check_direction", "check_binary",
+           "check_class_batch", "DIRECTIONS"]
 
 #: The two chains of the DCIM: forward (eq. 13) and reverse (eq. 17-18).
 DIRECTIONS = ("forward", "reverse")
@@ -82,3 +83,27 @@ def check_state(h: torch.Tensor, shape: Sequence[int], layer: int) -> None:
     shape = tuple(shape)
     if h.dim() < len(shape) or tuple(h.shape[h.dim() - len(shape):]) != shape:
         raise ValueError(f"a state of layer {layer} must be shaped (batch, *{shape}), got {tuple(h.shape)}")
+
+
+def check_binary(x0: torch.Tensor, what: str, name: str = "x0") -> None:
+    """``x0`` must hold bits 0/1: the model's ``x^0`` is binary, intensities are a distribution over images."""
+    if x0.numel() and bool(((x0 != 0) & (x0 != 1)).any()):
+        raise ValueError(f"{what} needs binary images, but {name} has values strictly between 0 and 1; binarise them "
+                         f"first: pyro_dcim.data.binarize({name}, 'sample') (x ~ Bernoulli(intensity)) or "
+                         f"binarize({name}, 'threshold') (x > 0.5)")
+
+
+def check_class_batch(y: torch.Tensor, x0: torch.Tensor, input_shape: Sequence[int], name: str = "y") -> None:
+    """Class indices ``y`` must be one per image of ``x0``: shaped ``(batch,)`` where ``x0`` is
+    ``(batch, *input_shape)``.  Shapes only, so it costs nothing."""
+    shape = tuple(input_shape)
+    if x0.dim() < len(shape) or tuple(x0.shape[x0.dim() - len(shape):]) != shape:
+        return   # check_images says what is wrong with the images
+    batch = tuple(x0.shape[:x0.dim() - len(shape)])
+    if len(batch) != 1:
+        raise ValueError(f"x0 must be one batch of images (batch, *{tuple(input_shape)}), got {tuple(x0.shape)}")
+    if not y.is_floating_point() and y.dim() != 1:
+        squeeze = f"; pass {name}.reshape(-1)" if y.numel() == batch[0] else ""
+        raise ValueError(f"{name} must be class indices shaped (batch,), got {tuple(y.shape)}{squeeze}")
+    if y.shape[0] != batch[0]:
+        raise ValueError(f"x0 holds {batch[0]} images but {name} holds {y.shape[0]} classes; give one class per image")

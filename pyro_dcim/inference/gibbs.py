@@ -30,12 +30,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Optional
 
+import pyro
 import torch
 from pyro.infer import MCMC
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..chain import Chain
 from ..pyro_models import hidden_site
+from ..validation import as_labels, check_binary, check_class_batch
 from . import diagnostics
 from .energy import ChainEnergy, posterior_weights
 from .marginals import Marginals
@@ -78,6 +80,8 @@ class DCIMGibbs(MCMCKernel):
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if isinstance(x0, int) and y is None:     # DCIMGibbs(net, 4): the chains given positionally
             x0, num_chains = None, x0
+        if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
+            raise ValueError(f"num_chains must be an integer >= 1, got {num_chains!r}")
         self.chain = Chain(net, direction)
         if not self.chain.hidden:
             raise ValueError("the net has no hidden layers: there is nothing to sample")
@@ -90,6 +94,7 @@ class DCIMGibbs(MCMCKernel):
         self.transforms: dict = {name: _ChainsFirst() for name in sites}
         self.weights = posterior_weights(direction)
         self._initial_params: Optional[dict[str, torch.Tensor]] = None
+        self._given_params = False   # set through initial_params (e.g. by MCMC(kernel, initial_params=...))
         self.conditionals: list[dict[str, torch.Tensor]] = []
         self.warmup_steps = 0
         self.sweeps = 0
@@ -100,9 +105,20 @@ class DCIMGibbs(MCMCKernel):
     def _set_data(self, x0: torch.Tensor, y: torch.Tensor) -> None:
         if x0 is None or y is None:
             raise ValueError("DCIMGibbs needs the image x0 and the class y: MCMC(kernel, ...).run(x0, y)")
-        self.chain.check(x0, y)
+        y = as_labels(y, self.net.input_bias.device)
+        # MCMC.run turns Pyro's validation off, but a label out of range or a grey pixel must still be an
+        # error here (once per run), not an index error in a sweep or a silently wrong posterior
+        with pyro.validation_enabled(True):
+            self.chain.check(x0, y)
+        check_class_batch(y, x0, self.net.input_shape)
+        check_binary(x0, "Gibbs sampling of the hidden posterior")
         self.x0, self.y = x0, y
         self.energy = ChainEnergy(self.net, x0, y)
+
+    def _same_data(self, x0: torch.Tensor, y: torch.Tensor) -> bool:
+        """Equal by value: MCMC.run passes detached copies, so identity says nothing."""
+        return all(isinstance(new, torch.Tensor) and old is not None and new.shape == old.shape
+                   and new.device == old.device and torch.equal(new, old) for new, old in ((x0, self.x0), (y, self.y)))
 
     def model(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The Pyro model whose posterior the kernel samples (``run``'s arguments: ``x0, y``); ArviZ's
@@ -118,8 +134,8 @@ class DCIMGibbs(MCMCKernel):
         if args or kwargs:
             x0, y = (list(args) + [None, None])[:2]
             x0, y = kwargs.get("x0", x0), kwargs.get("y", y)
-            if x0 is not self.x0 or y is not self.y:
-                self._initial_params = None
+            if not self._given_params and not self._same_data(x0, y):
+                self._initial_params = None   # a start drawn for other data does not fit these
             self._set_data(x0, y)
         elif self.x0 is None:
             raise ValueError("DCIMGibbs has no data: give it as MCMC(kernel, ...).run(x0, y)")
@@ -128,6 +144,9 @@ class DCIMGibbs(MCMCKernel):
         self.energy = ChainEnergy(self.net, self.x0, self.y)
         if self._initial_params is None:
             self._initial_params = self._initial_state()
+        else:
+            self._check_params(self._initial_params)
+        self._given_params = False   # used once: a later run with other data draws its own start
 
     def diagnostics(self) -> dict:
         return {"divergences": []}    # a Gibbs sampler has none; ArviZ's from_pyro asks
@@ -138,7 +157,19 @@ class DCIMGibbs(MCMCKernel):
 
     @initial_params.setter
     def initial_params(self, params: dict[str, torch.Tensor]) -> None:
-        self._initial_params = params
+        """The chains' start, ``{"x1": bits (chains, batch, *shape_1), …}``; kept by the next run (checked there)."""
+        self._initial_params, self._given_params = params, params is not None
+
+    def _check_params(self, params: dict[str, torch.Tensor]) -> None:
+        for k in self.chain.hidden:
+            name, shape = hidden_site(k), (*self._lead(), *self.net.shapes[k])
+            value = params.get(name) if isinstance(params, dict) else None
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"initial_params[{name!r}] must be bits shaped (chains, batch, *shape) = {shape}, "
+                                 f"got {got}")
+            if bool(((value != 0) & (value != 1)).any()):
+                raise ValueError(f"initial_params[{name!r}] must hold bits 0/1 (states are bits in either unit encoding)")
 
     def logging(self) -> dict:
         return {"sweeps": self.sweeps}

@@ -10,10 +10,15 @@ largest raw ones in the ESS and the Monte Carlo standard error.  ArviZ computes 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
+import pyro
 import torch
 
 from . import diagnostics
@@ -95,4 +100,22 @@ def warn_unreliable(reliable: torch.Tensor, what: str, *, posterior_check: bool 
         warnings.warn(
             f"{what}: {bad} of {reliable.numel()} images have {why}; their estimates and "
             "error bars cannot be trusted (see .reliable). Use more samples, proposal='forward', "
-            "ais_log_likelihood or gibbs_posterior for them.", UnreliableEstimateWarning, stacklevel=3)
+            "ais_log_likelihood or gibbs_posterior for them.", UnreliableEstimateWarning,
+            stacklevel=_caller_stacklevel())
+
+
+#: Frames in these folders are the library's own (and torch's no-grad decorators, Pyro's handlers)
+_INTERNAL = tuple(str(folder) + os.sep for folder in (Path(__file__).resolve().parents[1],   # pyro_dcim/
+                                                      Path(torch.__file__).resolve().parent,
+                                                      Path(pyro.__file__).resolve().parent)) \
+    + (str(Path(contextlib.__file__).resolve()),)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the user's line: the first frame outside pyro_dcim,
+    torch, Pyro and contextlib, however many decorators and helpers lie between (a fixed number
+    pointed at ``torch/utils/_contextlib.py``).  Counted from :func:`warnings.warn`'s caller."""
+    frame, level = sys._getframe(1), 1    # the caller of this function calls warnings.warn: level 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
