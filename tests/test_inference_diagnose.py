@@ -132,3 +132,102 @@ def test_trace_rank_figure_shows_the_worst_r_hat_units(tmp_path):
     assert all(unit != 0 for _, _, unit in worst)
     heights = [Image.open(diagnostics.plot_trace_rank(idata, tmp_path / f"{n}.png", units=n)).size[1] for n in (1, 3)]
     assert heights[1] > 2 * heights[0]
+
+
+def _exit_2_one_line(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--chains", "1", ["--chains must be at least 2", "R-hat compares chains"]),
+    ("--samples", "1", ["--samples must be at least 4", "ArviZ"]),
+    ("--images", "0", ["--images must be at least 1"]),
+    ("--warmup", "-1", ["--warmup must be at least 0"]),
+])
+def test_counts_below_their_minimum_are_refused_with_the_reason(run_dir, capsys, monkeypatch, option, value, words):
+    monkeypatch.setattr("pyro_dcim.cli.diagnose.gibbs_posterior", _never)
+    err = _exit_2_one_line(capsys, [str(run_dir), option, value])
+    assert all(w in err for w in words), err
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("sampling started although the command should have stopped before it")
+
+
+def test_a_bad_out_is_refused_before_sampling(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("pyro_dcim.cli.diagnose.gibbs_posterior", _never)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    err = _exit_2_one_line(capsys, [str(run_dir), "--out", str(a_file)])
+    assert "is a file, not a folder" in err and a_file.read_text() == "not a folder"
+    err = _exit_2_one_line(capsys, [str(run_dir), "--out", str(a_file / "below")])
+    assert f"{a_file} is a file, not a folder" in err
+    err = _exit_2_one_line(capsys, [str(run_dir), "--out", "/proc/pyro-dcim-test/diag"])   # not writable, even by root
+    assert "cannot write to output folder /proc/pyro-dcim-test/diag" in err
+
+
+def test_out_defaults_to_a_folder_in_the_run_and_missing_folders_are_made(run_dir, tmp_path, capsys):
+    assert main([str(run_dir), "--images", "1", "--chains", "2", "--samples", "8", "--warmup", "2"]) == 0
+    assert all((run_dir / "diagnose" / name).is_file() for name in ("summary.csv", "per_image.csv", "layers.csv",
+                                                                     "trace_rank.png"))
+    deep = tmp_path / "not" / "yet" / "there"
+    assert main([str(run_dir), "--images", "1", "--chains", "2", "--samples", "8", "--warmup", "2",
+                 "--out", str(deep)]) == 0
+    assert (deep / "summary.csv").is_file()
+    assert f"wrote {deep}/summary.csv" in capsys.readouterr().out
+
+
+def test_help_shows_the_defaults_and_missing_data_names_an_option_that_exists(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default 4)", "(default 500)", "(default 200)", "(default test)", "(default RUN_DIR/diagnose)"):
+        assert default in text
+    assert "--split {train,test} the split whose first N images" in text and "--download" in text
+    err = _exit_2_one_line(capsys, [str(run_dir), "--dataset", "mnist", "--data-dir", str(tmp_path / "none")])
+    assert "--download" in err          # the hint names an option diagnose has
+
+
+_PAUSED = """
+import os, signal, sys
+from pyro_dcim.cli import diagnose
+from pyro_dcim.inference.gibbs import DCIMGibbs
+sample = DCIMGibbs.sample
+def sample_then_pause(self, params):
+    if self.sweeps == 3:    # mid-sampling: stop until the test has sent its signal
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return sample(self, params)
+DCIMGibbs.sample = sample_then_pause
+sys.exit(diagnose.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_sampling_is_one_line_and_128_plus_n(run_dir, tmp_path, signum, code):
+    """The child stops itself mid-sampling (no sleeps: the signal lands at a known point, however loaded
+    the machine), receives the signal, and must say so in one line and write nothing."""
+    import os
+    import signal
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "diag"
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED, str(run_dir), "--images", "1", "--chains", "2",
+                             "--samples", "50", "--warmup", "5", "--out", str(out)], cwd=root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1"))
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), f"diagnose exited (status {status}) before it reached its pause"
+    os.kill(proc.pid, signum)
+    os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == code, err
+    name = signal.Signals(signum).name
+    assert err.splitlines()[-1] == f"python -m pyro_dcim.diagnose: interrupted ({name}) while sampling; " \
+                                   "nothing was written", err
+    assert "Traceback" not in err and not any(out.iterdir())

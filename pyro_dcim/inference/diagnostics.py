@@ -19,8 +19,13 @@ if TYPE_CHECKING:
     import arviz
     import pandas
 
-__all__ = ["psis", "to_inference_data", "summary", "rhat", "ess", "mcse", "mean_mcse_ess", "per_image_report",
-           "worst_units", "plot_trace_rank"]
+__all__ = ["load_arviz", "psis", "to_inference_data", "summary", "rhat", "ess", "mcse", "mean_mcse_ess",
+           "per_image_report", "worst_units", "plot_trace_rank"]
+
+
+def load_arviz():
+    """ArviZ, imported once (seconds on a cold start; the commands do it before timing their work)."""
+    return _az()
 
 
 def _az():
@@ -54,7 +59,11 @@ def to_inference_data(draws: Mapping[str, torch.Tensor], attrs: Optional[dict] =
 
 def summary(idata: "arviz.InferenceData", var_names: Optional[Sequence[str]] = None) -> "pandas.DataFrame":
     """``az.summary``: mean, sd, HDI, MCSE (mean, sd), ESS (bulk, tail) and R-hat per quantity."""
-    with warnings.catch_warnings():   # constant draws (units pinned at 0 or 1) give NaN diagnostics
+    # A unit that holds one value in every draw of every chain (pinned at 0 or 1 by its image; hundreds
+    # in a trained net) has zero variance, so ArviZ's R-hat is 0/0: it prints "invalid value encountered
+    # in scalar divide" once per such unit and reports NaN, which is the right answer (nothing to mix).
+    # Known to be harmless, so silenced here; az.summary called directly prints them all.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return _az().summary(idata, var_names=list(var_names) if var_names else None, kind="all", round_to="none")
 
@@ -168,6 +177,8 @@ def plot_trace_rank(idata: "arviz.InferenceData", path: str | Path, image: int =
         ax_mean.set(ylim=(-0.02, 1.02), xlabel="draw", ylabel="running mean")
         ax_mean.set_title(f"{name}[{unit}]: running mean of each chain", fontsize=9)
         ax_mean.legend(fontsize=7, loc="best")
+    from ..training.atomic import atomic_write
+
     path = Path(path)
-    fig.savefig(path, dpi=80)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))   # whole or not at all, even on a signal
     return path
