@@ -15,6 +15,8 @@ from typing import Union
 import torch
 from torch import nn
 
+from .safe_load import CheckpointError, safe_load
+
 __all__ = ["PlainCNN", "save_classifier", "load_classifier", "classifier_consistency"]
 
 
@@ -38,11 +40,18 @@ def save_classifier(net: PlainCNN, path: Union[str, os.PathLike], test_accuracy:
 
 def load_classifier(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"
                     ) -> tuple[PlainCNN, float]:
-    """The classifier and its MNIST test accuracy as saved."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    """The classifier and its MNIST test accuracy as saved; read as plain data only (``weights_only``),
+    so a crafted file is a :class:`~pyro_dcim.safe_load.CheckpointError` and runs nothing."""
+    # classifiers were always saved as plain data: nothing to convert, so no convert hint
+    state = safe_load(path, map_location, what="classifier", convertible=False)
     net = PlainCNN()
-    net.load_state_dict(state["state_dict"])
-    return net.to(map_location).eval(), float(state["test_accuracy"])
+    try:
+        net.load_state_dict(state["state_dict"])
+        accuracy = float(state["test_accuracy"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a classifier saved by save_classifier ({type(e).__name__}: {e})") \
+            from None
+    return net.to(map_location).eval(), accuracy
 
 
 @torch.no_grad()

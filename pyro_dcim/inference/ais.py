@@ -33,6 +33,7 @@ import torch
 from ..chain import Chain
 from ..fingerprint import tensor_digest
 from ..pyro_models import hidden_site
+from ..safe_load import CheckpointError, safe_load
 from .energy import ChainEnergy
 from .weights import log_mean_exp, weight_diagnostics
 
@@ -148,7 +149,9 @@ class _Checkpoint:
         self.path, self.key = Path(path), key
         self.state: dict = {"key": key, "parts": [], "chunk": 0, "t": 0, "seconds": 0.0}
         if self.path.is_file():
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = safe_load(self.path, what="AIS checkpoint")     # plain data: tensors, dicts, numbers
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{self.path}: not an AIS checkpoint")
             if state.get("key") != key:
                 raise ValueError(f"checkpoint {self.path} was written by an AIS run with other settings "
                                  f"({_key_difference(state.get('key') or {}, key)}); remove it or pass another path")

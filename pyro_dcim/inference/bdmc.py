@@ -8,6 +8,7 @@ bounds the error AIS still has at that number of temperatures on digits like the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from ..chain import Chain
 from ..pyro_models import hidden_site
+from ..safe_load import CheckpointError, safe_load
 from .ais import AISResult, ais_log_likelihood
 
 if TYPE_CHECKING:
@@ -67,6 +69,14 @@ def simulate(net: "DCIM", num_images: int, *, class_prior: Optional[torch.Tensor
     return x0, y, h
 
 
+def forward_done(x0: torch.Tensor, y: torch.Tensor, num_steps: int, start: str, result: AISResult,
+                 rng: Optional[torch.Tensor] = None) -> dict:
+    """The finished forward run as plain data (its :class:`AISResult` as a dict), so that the
+    ``PREFIX.forward-done`` file loads with ``weights_only=True``; ``rng``: the torch state (now's)."""
+    return dict(x0=x0.cpu(), y=y.cpu(), num_steps=num_steps, start=start, result=dataclasses.asdict(result),
+                rng=torch.get_rng_state() if rng is None else rng)
+
+
 def bdmc(net: "DCIM", num_images: int = 10, num_steps: int = 1000, num_chains: int = 16, *,
          start: str = "forward", schedule: Union[str, torch.Tensor] = "sigmoid", seed: Optional[int] = 0,
          class_prior: Optional[torch.Tensor] = None, progress: bool = False,
@@ -91,21 +101,24 @@ def bdmc(net: "DCIM", num_images: int = 10, num_steps: int = 1000, num_chains: i
     done = None if checkpoint is None else Path(f"{checkpoint}.forward-done")
     fwd = None
     if done is not None and done.is_file():
-        saved = torch.load(done, map_location="cpu", weights_only=False)
-        if not (torch.equal(saved["x0"], x0.cpu()) and torch.equal(saved["y"], y.cpu())
-                and saved["num_steps"] == num_steps and saved["result"].log_weights.shape[0] == num_chains
-                and saved["start"] == start):
+        saved = safe_load(done, what="BDMC forward-done file")
+        try:  # plain data, but a foreign file may still lack a piece or hold the wrong types
+            fwd, rng = AISResult(**saved["result"]), saved["rng"]
+            same = (torch.equal(saved["x0"], x0.cpu()) and torch.equal(saved["y"], y.cpu())
+                    and saved["num_steps"] == num_steps and saved["start"] == start
+                    and fwd.log_weights.shape[0] == num_chains)
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"{done}: not a BDMC forward-done file ({type(e).__name__}: {e})") from None
+        if not same:
             raise ValueError(f"{done} was written by a BDMC run with other digits or settings; remove it or pass "
                              "another checkpoint")
-        fwd = saved["result"]
-        torch.set_rng_state(saved["rng"])       # the reverse run draws as it would have, unbroken
+        torch.set_rng_state(rng)                # the reverse run draws as it would have, unbroken
     if fwd is None:
         fwd = ais_log_likelihood(net, x0, y, num_steps, num_chains,
                                  checkpoint=None if checkpoint is None else f"{checkpoint}.forward", **kw)
         if done is not None:
             tmp = done.with_name(done.name + ".tmp")
-            torch.save(dict(x0=x0.cpu(), y=y.cpu(), num_steps=num_steps, start=start, result=fwd,
-                            rng=torch.get_rng_state()), tmp)
+            torch.save(forward_done(x0, y, num_steps, start, fwd), tmp)
             os.replace(tmp, done)
     init = {name: v.expand(num_chains, *v.shape) for name, v in h.items()}
     rev = ais_log_likelihood(net, x0, y, num_steps, num_chains, initial_state=init,

@@ -4,7 +4,8 @@
 
 A checkpoint is a ``torch.save`` dict with ``"model"`` (:func:`model_state`: spec,
 input shape, units, state dict, library version) and whatever the trainer adds
-(optimiser, RNG states, epoch).
+(optimiser, RNG states, epoch), all plain data: it is loaded with ``weights_only=True``
+(:func:`pyro_dcim.safe_load.safe_load`), so opening someone else's run runs none of its code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Union
 import torch
 
 from ..model import DCIM
+from ..safe_load import CheckpointError, safe_load
 from .atomic import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "model_state",
@@ -24,10 +26,6 @@ __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model"
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PathLike = Union[str, os.PathLike]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit what it is loaded into."""
 
 
 def _version() -> str:
@@ -109,13 +107,11 @@ def _resolve(path: PathLike) -> Path:
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
-    """The checkpoint dict stored at ``path`` (a run folder or a file)."""
+    """The checkpoint dict stored at ``path`` (a run folder or a file), read as plain data only
+    (a file that needs other Python objects raises :class:`~pyro_dcim.safe_load.UnsafeFileError`)."""
     path = _resolve(path)
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # truncated or foreign files raise many types
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+    checkpoint = safe_load(path, map_location)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise CheckpointError(f"{path}: not a pyro_dcim checkpoint")
     return checkpoint
 

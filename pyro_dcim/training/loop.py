@@ -187,10 +187,14 @@ def resumed_state(s: Setup, log: Callable[[str], object]) -> State:
     load_parameters(s.net, ckpt["model"])
     state = State(OPTIMIZERS[s.cfg.optimizer](s.net.parameters(), s.cfg),
                   torch.Generator(device=s.device).manual_seed(s.cfg.seed))
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    set_rng_state(ckpt["rng"], state.generator)
-    state.epoch, state.step = ckpt["position"]["epoch"], ckpt["position"]["step"]
-    state.history, state.partial, state.seconds = ckpt["history"], ckpt["partial"]["sums"], ckpt["partial"]["seconds"]
+    try:  # a foreign file that passed the plain-data load may still lack a piece or hold the wrong types
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"], state.generator)
+        state.epoch, state.step = ckpt["position"]["epoch"], ckpt["position"]["step"]
+        state.history, state.partial = ckpt["history"], ckpt["partial"]["sums"]
+        state.seconds = ckpt["partial"]["seconds"]
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{s.run_dir}: not a resumable pyro_dcim checkpoint ({type(e).__name__}: {e})") from None
     log(f"resuming {s.run_dir} at epoch {state.epoch + 1}, step {state.step}")
     return state
 
