@@ -1,6 +1,7 @@
 """The command-line tools, one module each: ``fit`` (train), ``draw`` (generated digits),
-``diagnose`` (Gibbs and ArviZ on a trained net) and ``likelihood`` (AIS), run as
-``python -m pyro_dcim.<command>``; :mod:`.errors` holds what they share.
+``diagnose`` (Gibbs and ArviZ on a trained net), ``likelihood`` (AIS) and ``convert`` (trusted
+files of older versions to the plain data that loads safely), run as ``python -m pyro_dcim.<command>``;
+:mod:`.errors` holds what they share.
 
 This package imports nothing heavy, so :func:`launch` can catch a Ctrl-C while torch loads.
 """
@@ -17,7 +18,8 @@ from .errors import report_interrupt
 __all__ = ["COMMANDS", "launch"]
 
 #: ``python -m pyro_dcim.<name>`` -> the module in this package that implements it
-COMMANDS = {"fit": "fit", "sample": "draw", "draw": "draw", "diagnose": "diagnose", "likelihood": "likelihood"}
+COMMANDS = {"fit": "fit", "sample": "draw", "draw": "draw", "diagnose": "diagnose", "likelihood": "likelihood",
+            "convert": "convert"}
 
 
 def launch(command: str) -> NoReturn:
