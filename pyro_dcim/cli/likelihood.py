@@ -1,74 +1,116 @@
-"""``python -m pyro_dcim.likelihood RUN_DIR``: how good is the generator? Its log-likelihood by AIS.
+"""``python -m pyro_dcim.likelihood RUN_DIR``: how good is the generator? Its log-likelihood on the test set.
 
-    python -m pyro_dcim.likelihood runs/my-run --images 100 --steps 1000 --chains 16 [--bdmc] [--out DIR]
+    python -m pyro_dcim.likelihood runs/my-run                                   # IS-5000, whole test set
+    python -m pyro_dcim.likelihood runs/my-run --calibrate 200 --steps 1000 --chains 4   # + AIS on 200 digits
+    python -m pyro_dcim.likelihood runs/my-run --method ais --images 100 --steps 1000 --chains 16
 
-Takes the first N test digits of the run's dataset, binarised stochastically (one Bernoulli
-draw per pixel, fixed by --seed), and estimates by annealed importance sampling
-(:func:`pyro_dcim.inference.ais_log_likelihood`) the class-conditional -log p(x^0 | y) of the
-reverse model at the true class and the unconditional -log p(x^0) = -logsumexp_y [log p(x^0 | y)
-+ log p(y)], p(y) the training class frequencies.  Prints means over images ± their standard
-error, the Monte Carlo error, the Pareto k̂ summary and seconds; --bdmc adds the BDMC gap at the
-same setting on digits simulated from the model.  Writes per_image.csv and summary.json to
---out (default RUN_DIR/likelihood).  Under torchrun the images are split across ranks and
-rank 0 gathers and writes.  Exit status: 0 done, 2 bad input (one line on stderr).
+The test digits of the run's dataset are binarised once, one Bernoulli draw per pixel with a fixed
+seed (the "dynamically binarised" MNIST test set of the literature, not Larochelle's static set).
+``--method is`` (default) is the literature's protocol: the importance-weighted estimate with K
+particles from the run's forward (recognition) chain, ``log (1/K) Σ_k p(x0, h_k | y) / q(h_k | x0)``,
+for ``-log p(x0 | y)`` and ``-log p(x0)`` (the class summed out exactly), with Pareto k̂ per digit;
+a stochastic upper bound on the nats.  ``--calibrate N`` runs AIS on N random digits of those and
+BDMC on simulated digits, and reports IS's bias on them.  ``--method ais``: annealed importance
+sampling on every digit.  Results are written per chunk of digits as they come; the same command
+resumes after Ctrl-C, SIGTERM or kill -9.  Under torchrun the chunks are shared across ranks.
+Exit status: 0 done, 2 bad input (one line on stderr), 130/143 stopped by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from ..data import DataError, load_dataset
+from ..fingerprint import net_fingerprint
+from ..inference import diagnostics
 from ..inference.ais import SCHEDULES, STARTS, ais_log_likelihood, ais_log_marginal
 from ..inference.bdmc import bdmc
+from ..inference.importance_weighted import DEFAULT_PARTICLES, importance_weighted_log_likelihood
+from ..inference.weights import MIN_SAMPLES_FOR_KHAT, UnreliableEstimateWarning
 from ..training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_model
 from ..training.config import ConfigError, resolve_device
 from ..training.runs import RunDirError, read_config
-from .errors import EXIT_OK, OneLineParser, report
+from ..training.signals import Stopped, stop_on_signals
+from .errors import EXIT_OK, OneLineParser, report, report_interrupt
+from .likelihood_report import calibration_digits, describe, summarise
+from .output import prepare_output_dir
+from .results import ResultFolder
 
 __all__ = ["main", "build_parser"]
 
-
 PROG = "python -m pyro_dcim.likelihood"
+METHODS = ("is", "ais")
+#: Digits per saved chunk of the calibration AIS.
+CALIBRATION_CHUNK = 10
+
+
+def _images(text: str) -> int:
+    if text == "all":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of digits or 'all', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (or 'all'), got {n}")
+    return n
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[1],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[2],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=f"a run folder holding {CHECKPOINT_NAME}")
-    p.add_argument("--images", type=int, default=100, help="the first N test digits (default 100)")
-    p.add_argument("--steps", type=int, default=1000, help="AIS temperatures, one Gibbs sweep each (default 1000)")
-    p.add_argument("--chains", type=int, default=16, help="AIS chains per image (default 16)")
+    p.add_argument("--method", choices=METHODS, default="is",
+                   help="is: importance-weighted estimate with K particles (the literature's protocol); ais: AIS")
+    p.add_argument("--images", type=_images, default=None,
+                   help="the first N test digits, or 'all' (default: all for is, 100 for ais)")
+    p.add_argument("--particles", type=int, default=DEFAULT_PARTICLES, help="K, importance particles per digit (is)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="is: also AIS (--steps x --chains) on N random digits of those and BDMC on "
+                        "--bdmc-images simulated digits; reports IS's bias on them")
+    p.add_argument("--steps", type=int, default=1000, help="AIS temperatures, one Gibbs sweep each")
+    p.add_argument("--chains", type=int, default=16, help="AIS chains per digit (k̂ needs >= 21)")
     p.add_argument("--start", choices=STARTS, default="forward",
-                   help="AIS from the forward chain q(h | x0) or from the reverse prior p(h | y) (default forward)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="sigmoid", help="temperature schedule (default sigmoid)")
+                   help="AIS from the forward chain q(h | x0) or from the reverse prior p(h | y)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="sigmoid", help="AIS temperature schedule")
     p.add_argument("--no-unconditional", dest="unconditional", action="store_false",
-                   help="skip -log p(x0), which costs one AIS run per class")
+                   help="ais: skip -log p(x0), which costs one AIS run per class (is: always computed, free)")
     p.add_argument("--class-prior", choices=("train", "uniform"), default="train",
-                   help="p(y) of the unconditional likelihood: training class frequencies or uniform (default train)")
-    p.add_argument("--bdmc", action="store_true", help="also the BDMC gap on simulated digits at the same setting")
-    p.add_argument("--bdmc-images", type=int, default=10, help="simulated digits for --bdmc (default 10)")
-    p.add_argument("--split", choices=("test", "train"), default="test")
-    p.add_argument("--seed", type=int, default=0, help="seeds the binarisation and the chains (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = PyTorch's default)")
+                   help="p(y) of the unconditional likelihood: training class frequencies or uniform")
+    p.add_argument("--bdmc", action="store_true",
+                   help="ais: also the BDMC gap on simulated digits (is: --calibrate runs it)")
+    p.add_argument("--bdmc-images", type=int, default=10, help="simulated digits for BDMC")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which split's digits to score")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="digits per saved chunk, the unit of resuming (default 20 for is, 10 for ais)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the binarisation and every draw")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's default)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="a progress bar")
-    p.add_argument("--out", type=Path, help="folder for per_image.csv and summary.json (default RUN_DIR/likelihood)")
+    p.add_argument("--out", type=Path, help="results folder (default RUN_DIR/likelihood-METHOD)")
     return p
 
 
 def _check(args) -> None:
-    for name in ("images", "steps", "chains", "bdmc_images"):
+    for name in ("particles", "steps", "chains", "bdmc_images"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.particles < 2:
+        raise ConfigError(f"--particles must be at least 2, got {args.particles}")
+    for name in ("calibrate", "threads"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name} must be 0 or more, got {getattr(args, name)}")
+    if args.chunk is not None and args.chunk < 1:
+        raise ConfigError(f"--chunk must be at least 1, got {args.chunk}")
+    if args.calibrate and args.method != "is":
+        raise ConfigError("--calibrate measures importance sampling against AIS: use it with --method is")
     if not args.run_dir.is_dir() or not (args.run_dir / CHECKPOINT_NAME).is_file():
         raise ConfigError(f"{args.run_dir} holds no run (no {CHECKPOINT_NAME}); train one with python -m pyro_dcim.fit")
 
@@ -84,124 +126,204 @@ def _data(args, config: dict, net) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         _, train_y = load_dataset(name, "train", data_dir)
         prior = torch.bincount(train_y, minlength=net.num_classes).double()
         prior = prior / prior.sum()
-    return x[:args.images].to(net.input_bias), y[:args.images].to(net.input_bias.device), prior
+    dev = net.input_bias.device
+    return x[:args.images].to(net.input_bias), y[:args.images].to(dev), prior
 
 
-def _gather(rows: list[dict]) -> list[dict]:
+def settings_of(args, net) -> dict[str, dict]:
+    """What each kind of result in ``--out`` depends on: a resumed run must share it."""
+    common = {"run": str(args.run_dir), "net": net_fingerprint(net), "split": args.split, "seed": args.seed,
+              "class_prior": args.class_prior, "binarisation": "one Bernoulli draw per pixel (seed)"}
+    ais = {"steps": args.steps, "chains": args.chains, "start": args.start, "schedule": args.schedule,
+           "chunk": args.chunk if args.method == "ais" else CALIBRATION_CHUNK}
+    kinds = {"common": common}
+    if args.method == "is":
+        kinds["is"] = {"particles": args.particles}
+    else:
+        kinds["ais"] = dict(ais, unconditional=args.unconditional)
+    if args.calibrate:
+        kinds["calibration"] = dict(ais, images=args.images, calibrate=args.calibrate)
+    if args.calibrate or args.bdmc:
+        kinds["bdmc"] = dict(ais, bdmc_images=args.bdmc_images)
+    return kinds
+
+
+def _is_rows(args, net, x0, y, prior, images: list[int]) -> list[dict]:
+    # one random stream per digit: its numbers do not depend on chunking, ranks or resumes
+    gens = [torch.Generator(device=x0.device).manual_seed(args.seed * 1_000_003 + i) for i in images]
+    r = importance_weighted_log_likelihood(net, x0[images], y[images], args.particles, class_prior=prior,
+                                           generator=gens, warn=False)
+    return [{"image": i, "label": int(y[i]),
+             "nll_conditional": -float(r.conditional[j]), "stderr_conditional": float(r.conditional_stderr[j]),
+             "ess_conditional": float(r.conditional_ess[j]), "khat_conditional": float(r.conditional_khat[j]),
+             "nll": -float(r.marginal[j]), "stderr": float(r.marginal_stderr[j]),
+             "ess": float(r.marginal_ess[j]), "khat": float(r.marginal_khat[j])} for j, i in enumerate(images)]
+
+
+def _ais_rows(args, net, x0, y, prior, images: list[int], folder: ResultFolder, kind: str,
+              unconditional: bool) -> list[dict]:
+    torch.manual_seed(args.seed * 1_000_003 + images[0])   # a chunk's draws: fixed chunks (in the settings)
+    kw = dict(start=args.start, schedule=args.schedule, progress=False, checkpoint_every=50)
+    xs, ys = x0[images], y[images]
+    tag = f".{kind}-{images[0]:06d}"
+    cond = ais_log_likelihood(net, xs, ys, args.steps, args.chains, checkpoint=folder.out / f"{tag}.ais", **kw)
+    marg = ais_log_marginal(net, xs, args.steps, args.chains, class_prior=prior,
+                            checkpoint=folder.out / f"{tag}.ais-marginal", **kw) if unconditional else None
+    rows = []
+    for j, i in enumerate(images):
+        row = {"image": i, "label": int(y[i]), "nll_conditional": -float(cond.estimate[j]),
+               "stderr_conditional": float(cond.stderr[j]), "khat_conditional": float(cond.khat[j])}
+        if marg is not None:
+            row.update(nll=-float(marg.estimate[j]), stderr=float(marg.stderr[j]))
+        rows.append(row)
+    return rows
+
+
+def _work(args, folder: ResultFolder, kind: str, chunks: list[list[int]],
+          compute: Callable[[list[int]], list[dict]], what: str) -> None:
+    """Compute this rank's unfinished chunks of ``kind``, saving each; print an estimate after the first."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    done = folder.done(kind)
+    if done and rank == 0 and len(done) < sum(len(c) for c in chunks):
+        print(f"resuming {what}: {len(done)} digits already in {folder.out}", flush=True)
+    # a chunk's rank is fixed by its place, not by what another rank has finished meanwhile
+    todo = [c for j, c in enumerate(chunks) if j % world == rank and not all(i in done for i in c)]
+    if not todo:
+        return
+    digits = sum(len(c) for c in todo)
+    bar = None
+    if args.progress and rank == 0 and len(todo) > 1:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=digits, desc=what, unit="digit", leave=False)
+    try:
+        began = time.perf_counter()
+        for n, images in enumerate(todo):
+            t = time.perf_counter()
+            rows = compute(images)
+            for row in rows:   # compute seconds per digit: the summary adds them up over ranks and resumes
+                row["seconds"] = (time.perf_counter() - t) / len(rows)
+            folder.save(kind, rows)
+            if bar is not None:
+                bar.update(len(images))
+            if n == 0 and rank == 0 and len(todo) > 1:
+                per = (time.perf_counter() - began) / len(images)
+                msg = f"{what}: ~ {_minutes(per * digits)} for {digits} digits ({per:.2f} s per digit)"
+                (bar.write if bar is not None else print)(msg)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def _calibration_digits(args, n: int) -> list[int]:
+    g = torch.Generator().manual_seed(args.seed + 7919)
+    return sorted(torch.randperm(n, generator=g)[:args.calibrate].tolist())
+
+
+def run(args, folder: ResultFolder, net, x0, y, prior) -> dict:
+    n = len(x0)
+    chunks = [list(range(i, min(i + args.chunk, n))) for i in range(0, n, args.chunk)]
+    if args.method == "is":
+        _work(args, folder, "is", chunks, lambda images: _is_rows(args, net, x0, y, prior, images),
+              f"IS-{args.particles}")
+    else:
+        _work(args, folder, "ais", chunks,
+              lambda images: _ais_rows(args, net, x0, y, prior, images, folder, "ais", args.unconditional),
+              f"AIS {args.steps} x {args.chains}")
+    if args.calibrate:
+        picked = calibration_digits(args.seed, n, args.calibrate)
+        _work(args, folder, "calibration", [picked[i:i + CALIBRATION_CHUNK] for i in range(0, len(picked),
+                                                                                          CALIBRATION_CHUNK)],
+              lambda images: _ais_rows(args, net, x0, y, prior, images, folder, "calibration", False),
+              f"calibration AIS {args.steps} x {args.chains}")
+    if (args.method == "ais" and args.bdmc or args.calibrate) and int(os.environ.get("RANK", 0)) == 0 \
+            and not (folder.out / "bdmc.json").is_file():
+        torch.manual_seed(args.seed)
+        b = bdmc(net, args.bdmc_images, args.steps, args.chains, seed=args.seed, start=args.start,
+                 schedule=args.schedule, checkpoint=folder.out / ".bdmc")
+        folder.write_json("bdmc.json", {"images": args.bdmc_images, "nll_lower": -float(b.upper.mean()),
+                                        "nll_upper": -float(b.lower.mean()), "gap_mean": float(b.gap.mean()),
+                                        "gap_max": float(b.gap.max()), "gap": [float(v) for v in b.gap],
+                                        "seconds": b.seconds})
+    _barrier()
+    return summarise(args, folder, n)
+
+
+def _barrier() -> None:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return rows
-    everything: list = [None] * dist.get_world_size()
-    dist.all_gather_object(everything, rows)
-    return sorted((r for part in everything for r in part), key=lambda r: r["image"])
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std() / math.sqrt(len(t))) if len(t) > 1 else float("nan")
-
-
-def run(args) -> dict:
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-    device = resolve_device(args.device)
-    net = load_model(args.run_dir, map_location=device).eval()
-    config = read_config(args.run_dir).get("config", {})
-    x0, y, prior = _data(args, config, net)
-    mine = torch.arange(rank, len(x0), world)                  # this rank's images, by stride
-    torch.manual_seed(args.seed + rank)
-    kw = dict(start=args.start, schedule=args.schedule, progress=args.progress and rank == 0)
-    began = time.perf_counter()
-    cond = ais_log_likelihood(net, x0[mine], y[mine], args.steps, args.chains, **kw)
-    marg = ais_log_marginal(net, x0[mine], args.steps, args.chains, class_prior=prior, **kw) \
-        if args.unconditional else None
-    rows = []
-    for j, i in enumerate(mine.tolist()):
-        row = {"image": i, "label": int(y[i]), "nll_conditional": -float(cond.estimate[j]),
-               "stderr_conditional": float(cond.stderr[j]), "khat_conditional": float(cond.khat[j]),
-               "reliable_conditional": bool(cond.reliable[j])}
-        if marg is not None:
-            row.update(nll=-float(marg.estimate[j]), stderr=float(marg.stderr[j]), reliable=bool(marg.reliable[j]))
-        rows.append(row)
-    rows = _gather(rows)
-    seconds = time.perf_counter() - began
-    summary = {"run": str(args.run_dir), "images": len(rows), "steps": args.steps, "chains": args.chains,
-               "start": args.start, "schedule": args.schedule, "binarisation": f"sample (seed {args.seed})",
-               "class_prior": args.class_prior, "world_size": world, "seconds": seconds}
-    for key in ("conditional", "") if args.unconditional else ("conditional",):
-        suffix = f"_{key}" if key else ""
-        mean, se = _mean_se([r[f"nll{suffix}"] for r in rows])
-        mc = math.sqrt(sum(r[f"stderr{suffix}"] ** 2 for r in rows)) / len(rows)
-        summary[f"nll{suffix or '_unconditional'}"] = {"mean": mean, "se_images": se, "se_mc": mc}
-    khats = [r["khat_conditional"] for r in rows if not math.isnan(r["khat_conditional"])]
-    summary["khat"] = {"computed": len(khats), "max": max(khats) if khats else None,
-                       "flagged": sum(not r["reliable_conditional"] for r in rows)}
-    if args.bdmc:
-        torch.manual_seed(args.seed)
-        b = bdmc(net, args.bdmc_images, args.steps, args.chains, seed=args.seed, **kw)
-        summary["bdmc"] = {"images": args.bdmc_images, "lower": float(b.lower.mean()), "upper": float(b.upper.mean()),
-                           "gap_mean": float(b.gap.mean()), "gap_max": float(b.gap.max()), "seconds": b.seconds}
-    summary["rows"] = rows
-    return summary
-
-
-def describe(summary: dict) -> str:
-    c = summary["nll_conditional"]
-    lines = [f"{summary['run']}: {summary['images']} binarised test digits, AIS {summary['steps']} temperatures x "
-             f"{summary['chains']} chains from the {summary['start']} chain ({summary['schedule']} schedule)",
-             f"  -log p(x0 | y) = {c['mean']:.2f} ± {c['se_images']:.2f} nats (± over images; Monte Carlo ± "
-             f"{c['se_mc']:.2f})"]
-    if "nll_unconditional" in summary:
-        u = summary["nll_unconditional"]
-        lines.append(f"  -log p(x0)     = {u['mean']:.2f} ± {u['se_images']:.2f} nats (Monte Carlo ± {u['se_mc']:.2f}; "
-                     f"p(y) {summary['class_prior']})")
-    k = summary["khat"]
-    if k["computed"]:
-        lines.append(f"  Pareto k̂: max {k['max']:.2f}; {k['flagged']} of {summary['images']} images above 0.7")
-    else:
-        lines.append(f"  Pareto k̂: not computable with {summary['chains']} chains (needs >= 21); BDMC is the check")
-    if "bdmc" in summary:
-        b = summary["bdmc"]
-        lines.append(f"  BDMC on {b['images']} simulated digits: -log p(x0 | y) between {-b['upper']:.2f} and "
-                     f"{-b['lower']:.2f} on average, gap {b['gap_mean']:.2f} nats (max {b['gap_max']:.2f}), "
-                     f"{b['seconds']:.0f} s")
-    lines.append(f"  {summary['seconds']:.0f} s")
-    return "\n".join(lines)
-
-
-def write(summary: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    rows = summary["rows"]
-    with open(out / "per_image.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2) + "\n")
+def _warn_unchecked(args) -> None:
+    """Settings whose Monte Carlo error bar cannot be checked say so before the work."""
+    if (args.method == "ais" or args.calibrate) and args.chains < MIN_SAMPLES_FOR_KHAT:
+        check = "the BDMC gap (--bdmc)" if args.method == "ais" else "the BDMC gap of --calibrate"
+        print(f"note: with {args.chains} AIS chains Pareto k̂ cannot be computed (needs >= {MIN_SAMPLES_FOR_KHAT}); "
+              f"the AIS error bars are unchecked and {check} is the only check", file=sys.stderr)
+    if args.method == "is" and args.particles < MIN_SAMPLES_FOR_KHAT:
+        print(f"note: with {args.particles} particles Pareto k̂ cannot be computed (needs >= "
+              f"{MIN_SAMPLES_FOR_KHAT}); the error bars are unchecked", file=sys.stderr)
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
+    if args.images is None:
+        args.images = 0 if args.method == "is" else 100
+    if args.chunk is None:
+        args.chunk = 20 if args.method == "is" else 10
     threads = torch.get_num_threads()
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    folder = None
     try:
-        _check(args)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        summary = run(args)
+        with stop_on_signals():
+            _check(args)
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            out = args.out or args.run_dir / f"likelihood-{args.method}"
+            prepare_output_dir(out, what="results folder")      # before loading anything heavy
+            if world > 1:
+                import torch.distributed as dist
+
+                if not dist.is_initialized():
+                    dist.init_process_group("gloo")
+            net = load_model(args.run_dir, map_location=resolve_device(args.device)).eval()
+            config = read_config(args.run_dir).get("config", {})
+            if not args.images:
+                args.images = len(load_dataset(config.get("dataset", "mnist-subset"), args.split,
+                                               config.get("data_dir"))[1])
+            x0, y, prior = _data(args, config, net)
+            if args.calibrate > len(x0):
+                raise ConfigError(f"--calibrate {args.calibrate} is more than the {len(x0)} digits scored")
+            kinds = settings_of(args, net)
+            folder = ResultFolder(out, kinds.pop("common"))
+            for kind, settings in kinds.items():
+                folder.check(kind, settings)
+            if rank == 0:
+                _warn_unchecked(args)
+            diagnostics.load_arviz()     # its import is seconds: not in the first chunk's timing
+            import warnings
+
+            with warnings.catch_warnings():    # k̂ is reported per digit and summarised once
+                warnings.simplefilter("ignore", UnreliableEstimateWarning)
+                summary = run(args, folder, net, x0, y, prior)
+    except Stopped as e:
+        saved = len(folder.done(args.method)) if folder else 0
+        what = (f"{saved} of {args.images} digits are saved in {folder.out}; the same command resumes"
+                if folder else "nothing was saved")
+        return report_interrupt(prog, "", what, signum=e.signum, fresh_line=True)
     except (CheckpointError, ConfigError, RunDirError, DataError, ValueError) as e:
         return report(prog, e)
     finally:
         torch.set_num_threads(threads)
-    if int(os.environ.get("RANK", 0)) == 0:
+    if rank == 0:
         print(describe(summary))
-        out = args.out or args.run_dir / "likelihood"
-        write(summary, out)
-        print(f"wrote {out}/per_image.csv, summary.json")
+        print(f"saved {folder.out}/per_image.csv and summary.json")
     _leave_process_group()
     return EXIT_OK
 
@@ -214,3 +336,5 @@ def _leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
