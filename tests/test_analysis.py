@@ -66,7 +66,7 @@ def tiny_runs(tmp_path_factory) -> list[Path]:
 def _script(name: str, *args: str, quick: bool = True) -> str:
     done = subprocess.run([sys.executable, str(ROOT / "analysis" / name), *(["--quick"] if quick else []), *args],
                           cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -184,7 +184,7 @@ def test_ais_truth_script_resumes_by_chunks(tmp_path, tiny_runs):
     assert md.endswith(rest) and md.count("AIS at many temperatures") == 1 and "--truth-only" in md
     absent = subprocess.run([sys.executable, str(ROOT / "analysis" / "generator_likelihood.py"), "--truth-only",
                              "--truth", str(tmp_path / "ais_truth.json"), "--out", str(tmp_path / "empty")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert absent.returncode != 0 and "needs an earlier report" in absent.stderr
 
 
@@ -314,7 +314,7 @@ def test_scripts_write_untracked_output_unless_told_and_leave_the_committed_resu
             [str(ROOT / "benchmarks" / "run.py"), "--only"]]
     written = []
     for cmd in runs:
-        done = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr
         written += [Path(line.split("wrote ", 1)[1]) for line in done.stdout.splitlines() if "wrote " in line]
     assert len(written) >= 3

@@ -30,7 +30,7 @@ def _rows(run: Path) -> list[dict]:
 def test_kill_9_during_training_then_resume_matches_an_uninterrupted_run(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     subprocess.run([sys.executable, "-m", "pyro_dcim.fit", *FIT, "--out", str(full)], env=ENV, check=True,
-                   capture_output=True, timeout=300, cwd=ROOT)
+                   capture_output=True, timeout=900, cwd=ROOT)
     # the run holds still in the middle of its third epoch (of six), where the kill lands
     proc = paused_fit.start([*FIT, "--out", str(part)], pause_at=0.42, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -41,7 +41,7 @@ def test_kill_9_during_training_then_resume_matches_an_uninterrupted_run(tmp_pat
     epoch = load_checkpoint(part)["position"]["epoch"]
     assert 2 <= epoch < 6
     subprocess.run([sys.executable, "-m", "pyro_dcim.fit", "--resume", str(part)], env=ENV, check=True,
-                   capture_output=True, timeout=300, cwd=ROOT)
+                   capture_output=True, timeout=900, cwd=ROOT)
     assert _rows(part) == _rows(full)
     a, b = (load_checkpoint(r)["model"]["state_dict"] for r in (full, part))
     assert all(torch.equal(a[k], b[k]) for k in a)

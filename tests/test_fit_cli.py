@@ -121,7 +121,7 @@ def test_sigint_saves_and_resume_continues_to_the_same_metrics(tmp_path):
                             stderr=subprocess.PIPE, text=True)
     paused_fit.wait_until_paused(proc)
     paused_fit.signal_and_resume(proc, signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=900)
     assert proc.returncode == 130, err
     assert f"--resume {run}" in err
     assert fit.main(["--resume", str(run)]) == 0

@@ -240,12 +240,12 @@ def test_generator_comparison_script_end_to_end(tmp_path, single_thread):  # noq
     cmd = [sys.executable, str(root / "analysis" / "generator_comparison.py"), "--runs", str(run), "--images", "2",
            "--marginal-images", "1", "--steps", "3", "--chains", "2", "--per-class", "3", "--memorise", "10",
            "--classifier", str(tmp_path / "cnn.pt"), "--out", str(tmp_path / "out")]
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "out" / "generator_comparison.md").read_text()
     assert "rws (K=2, w=1 sum, wake-φ 1)" in table     # rws's own defaults: nats per image
     record = json.loads((tmp_path / "out" / "runs" / "generator-rws.json").read_text())["comparison"]
     assert record["ais_nll_cond"] > 0 and 0 <= record["ancestral_indep"] <= 1 and record["nearest_train_ratio"] > 0
     assert (tmp_path / "out" / "generator_comparison_rws_sample-layer.png").is_file()
-    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)   # the record is reused
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)   # the record is reused
     assert again.returncode == 0 and "evaluating" not in again.stdout
