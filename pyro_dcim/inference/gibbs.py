@@ -169,7 +169,8 @@ class DCIMGibbs(MCMCKernel):
                 raise ValueError(f"initial_params[{name!r}] must be bits shaped (chains, batch, *shape) = {shape}, "
                                  f"got {got}")
             if bool(((value != 0) & (value != 1)).any()):
-                raise ValueError(f"initial_params[{name!r}] must hold bits 0/1 (states are bits in either unit encoding)")
+                raise ValueError(f"initial_params[{name!r}] must hold bits 0/1 (states are bits in either "
+                                 "unit encoding)")
 
     def logging(self) -> dict:
         return {"sweeps": self.sweeps}
