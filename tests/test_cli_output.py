@@ -164,3 +164,21 @@ def test_interrupt_message_can_start_on_a_fresh_line_and_carries_its_signal(caps
     assert capsys.readouterr().err == "\nprog: interrupted (SIGTERM) while sampling; nothing was saved\n"
     assert report_interrupt("prog") == 130
     assert capsys.readouterr().err == "prog: interrupted (SIGINT); nothing was saved\n"
+
+
+def test_draw_reads_only_the_checkpoint_and_its_help_says_so_and_explains_class_consistency(run_dir, tmp_path,
+                                                                                           capsys):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
+    (copy / "config.json").write_text("{ not json")          # broken: draw does not need it
+    assert draw.main([str(copy)]) == 0
+    (copy / "config.json").unlink()                           # missing: the same
+    assert draw.main([str(copy), "--mode", "ancestral", "--per-class", "2"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        draw.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "config.json is not read: the checkpoint holds the net" in text
+    assert "class consistency: the fraction of generated images that the run's forward model classifies as the " \
+           "class they were generated from" in text
