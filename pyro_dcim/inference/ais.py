@@ -34,6 +34,7 @@ from ..chain import Chain
 from ..fingerprint import tensor_digest
 from ..pyro_models import hidden_site
 from ..safe_load import CheckpointError, safe_load
+from ..validation import check_binary
 from .energy import ChainEnergy
 from .weights import log_mean_exp, weight_diagnostics
 
@@ -190,10 +191,7 @@ def _check(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, num_steps: int, num_c
     if net.num_layers < 2:
         raise ValueError("the net has no hidden layers: log p(x0 | y) is exact, use exact_log_likelihood")
     Chain(net, "reverse").check(x0, y)
-    if ((x0 != 0) & (x0 != 1)).any():
-        raise ValueError("a likelihood needs binary images, but x0 has values strictly between 0 and 1; "
-                         "binarise them first: pyro_dcim.data.binarize(x0, 'sample') (x ~ Bernoulli(intensity), "
-                         "the usual choice for MNIST likelihoods) or binarize(x0, 'threshold') (x > 0.5)")
+    check_binary(x0, "a likelihood")
 
 
 def _chunk_images(net: "DCIM", batch: int, chains: int, chunk_size: Optional[int]) -> list[slice]:
