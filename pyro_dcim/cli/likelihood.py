@@ -34,8 +34,9 @@ from ..inference.ais import SCHEDULES, STARTS, ais_log_likelihood, ais_log_margi
 from ..inference.bdmc import bdmc
 from ..inference.importance_weighted import DEFAULT_PARTICLES, importance_weighted_log_likelihood
 from ..inference.weights import MIN_SAMPLES_FOR_KHAT, UnreliableEstimateWarning
-from ..training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_model
+from ..training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_model
 from ..training.config import ConfigError, resolve_device
+from ..training.proposal import PROPOSAL_NAME, fit_proposal, load_proposal
 from ..training.runs import RunDirError, read_config
 from ..training.signals import Stopped, stop_on_signals
 from .errors import EXIT_OK, OneLineParser, report, report_interrupt
@@ -47,6 +48,7 @@ __all__ = ["main", "build_parser"]
 
 PROG = "python -m pyro_dcim.likelihood"
 METHODS = ("is", "ais")
+PROPOSALS = ("forward", "fitted")
 #: Digits per saved chunk of the calibration AIS.
 CALIBRATION_CHUNK = 10
 
@@ -72,6 +74,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--images", type=_images, default=None,
                    help="the first N test digits, or 'all' (default: all for is, 100 for ais)")
     p.add_argument("--particles", type=int, default=DEFAULT_PARTICLES, help="K, importance particles per digit (is)")
+    p.add_argument("--proposal", choices=PROPOSALS, default="forward",
+                   help="is: draw h from the run's forward chain, or from a copy of it fitted to the generator's "
+                        "posterior by wake-phi on the training digits (saved in --out/proposal.pt; resumable)")
+    p.add_argument("--proposal-epochs", type=int, default=10, help="fitted proposal: epochs over the training digits")
+    p.add_argument("--proposal-particles", type=int, default=10, help="fitted proposal: wake-phi particles")
+    p.add_argument("--proposal-sleep", type=float, default=0.0, help="fitted proposal: weight of sleep-phi")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="is: also AIS (--steps x --chains) on N random digits of those and BDMC on "
                         "--bdmc-images simulated digits; reports IS's bias on them")
@@ -99,7 +107,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def _check(args) -> None:
-    for name in ("particles", "steps", "chains", "bdmc_images"):
+    for name in ("particles", "steps", "chains", "bdmc_images", "proposal_epochs", "proposal_particles"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.particles < 2:
@@ -138,7 +146,10 @@ def settings_of(args, net) -> dict[str, dict]:
            "chunk": args.chunk if args.method == "ais" else CALIBRATION_CHUNK}
     kinds = {"common": common}
     if args.method == "is":
-        kinds["is"] = {"particles": args.particles}
+        kinds["is"] = {"particles": args.particles, "proposal": args.proposal}
+        if args.proposal == "fitted":
+            kinds["is"].update(proposal_epochs=args.proposal_epochs, proposal_particles=args.proposal_particles,
+                               proposal_sleep=args.proposal_sleep)
     else:
         kinds["ais"] = dict(ais, unconditional=args.unconditional)
     if args.calibrate:
@@ -148,11 +159,28 @@ def settings_of(args, net) -> dict[str, dict]:
     return kinds
 
 
-def _is_rows(args, net, x0, y, prior, images: list[int]) -> list[dict]:
+def _proposal(args, net, config: dict, folder: ResultFolder):
+    """The fitted proposal, trained first if ``--out`` does not hold a finished one (rank 0 trains)."""
+    path = folder.out / PROPOSAL_NAME
+    rank = int(os.environ.get("RANK", 0))
+    if rank == 0:
+        x, y = load_dataset(config.get("dataset", "mnist-subset"), "train", config.get("data_dir"))
+        done = path.is_file() and load_checkpoint(path).get("epoch") == args.proposal_epochs
+        if not done:
+            print(f"fitting the proposal: {args.proposal_epochs} epochs of wake-phi over {len(x)} training digits "
+                  f"(K = {args.proposal_particles}), saved each epoch in {path}", flush=True)
+        fit_proposal(net, x.to(net.input_bias), y.to(net.input_bias.device), epochs=args.proposal_epochs,
+                     particles=args.proposal_particles, sleep_weight=args.proposal_sleep, seed=args.seed,
+                     checkpoint=path, log=lambda line: print(line, flush=True))
+    _barrier()
+    return load_proposal(path, net)
+
+
+def _is_rows(args, net, proposal, x0, y, prior, images: list[int]) -> list[dict]:
     # one random stream per digit: its numbers do not depend on chunking, ranks or resumes
     gens = [torch.Generator(device=x0.device).manual_seed(args.seed * 1_000_003 + i) for i in images]
     r = importance_weighted_log_likelihood(net, x0[images], y[images], args.particles, class_prior=prior,
-                                           generator=gens, warn=False)
+                                           proposal=proposal, generator=gens, warn=False)
     return [{"image": i, "label": int(y[i]),
              "nll_conditional": -float(r.conditional[j]), "stderr_conditional": float(r.conditional_stderr[j]),
              "ess_conditional": float(r.conditional_ess[j]), "khat_conditional": float(r.conditional_khat[j]),
@@ -224,11 +252,12 @@ def _calibration_digits(args, n: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:args.calibrate].tolist())
 
 
-def run(args, folder: ResultFolder, net, x0, y, prior) -> dict:
+def run(args, folder: ResultFolder, net, x0, y, prior, config: dict) -> dict:
     n = len(x0)
     chunks = [list(range(i, min(i + args.chunk, n))) for i in range(0, n, args.chunk)]
     if args.method == "is":
-        _work(args, folder, "is", chunks, lambda images: _is_rows(args, net, x0, y, prior, images),
+        proposal = _proposal(args, net, config, folder) if args.proposal == "fitted" else None
+        _work(args, folder, "is", chunks, lambda images: _is_rows(args, net, proposal, x0, y, prior, images),
               f"IS-{args.particles}")
     else:
         _work(args, folder, "ais", chunks,
@@ -311,7 +340,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
 
             with warnings.catch_warnings():    # k̂ is reported per digit and summarised once
                 warnings.simplefilter("ignore", UnreliableEstimateWarning)
-                summary = run(args, folder, net, x0, y, prior)
+                summary = run(args, folder, net, x0, y, prior, config)
     except Stopped as e:
         saved = len(folder.done(args.method)) if folder else 0
         what = (f"{saved} of {args.images} digits are saved in {folder.out}; the same command resumes"

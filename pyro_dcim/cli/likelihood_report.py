@@ -47,7 +47,10 @@ def summarise(args, folder: ResultFolder, n: int) -> dict:
                "protocol": PROTOCOL, "seed": args.seed, "class_prior": args.class_prior,
                "world_size": int(os.environ.get("WORLD_SIZE", 1))}
     if kind == "is":
-        s.update(particles=args.particles, proposal="the run's forward chain q(h | x0)",
+        proposal = "the run's forward chain q(h | x0)" if args.proposal == "forward" else \
+            (f"a copy of the run's forward chain fitted to the generator's posterior ({args.proposal_epochs} epochs "
+             f"of wake-phi, K = {args.proposal_particles}, on the training digits)")
+        s.update(particles=args.particles, proposal=proposal,
                  unconditional="class summed out exactly: log sum_c p(c) p(x0, h | c) / q(h | x0)")
     else:
         s.update(steps=args.steps, chains=args.chains, start=args.start, schedule=args.schedule)
@@ -85,7 +88,7 @@ def summarise(args, folder: ResultFolder, n: int) -> dict:
 def describe(s: dict) -> str:
     """The printed report."""
     if s["method"] == "is":
-        how = f"importance sampling, K = {s['particles']} particles from the forward chain"
+        how = f"importance sampling, K = {s['particles']} particles from {s['proposal']}"
     else:
         how = f"AIS, {s['steps']} temperatures x {s['chains']} chains from the {s['start']} chain"
     c = s["nll_conditional"]

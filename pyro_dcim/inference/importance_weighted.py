@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..model import DCIM
 
 __all__ = ["ImportanceWeighted", "importance_weighted_log_likelihood", "importance_log_weights",
-           "DEFAULT_PARTICLES"]
+           "forward_draw", "forward_log_prob", "reverse_log_joint", "sum_log1p_exp", "DEFAULT_PARTICLES"]
 
 #: K of the literature's protocol (Burda et al. 2016; Mnih & Rezende 2016).
 DEFAULT_PARTICLES = 5000
@@ -84,10 +84,13 @@ def sum_log1p_exp(a: torch.Tensor, group: int = 32) -> torch.Tensor:
     The error is float rounding (relative ``~group · 1e-7`` per group in float32).
     """
     m = a.shape[-1]
-    e = a.abs().neg_().exp_().add_(1)
+    if a.requires_grad and torch.is_grad_enabled():
+        e = (-a.abs()).exp() + 1
+    else:  # in place: no autograd graph to keep
+        e = a.abs().neg_().exp_().add_(1)
     if m % group:
         e = torch.nn.functional.pad(e, (0, group - m % group), value=1.0)
-    return a.clamp_min(0).sum(-1) + e.view(*e.shape[:-1], -1, group).prod(-1).log_().sum(-1)
+    return a.clamp_min(0).sum(-1) + e.view(*e.shape[:-1], -1, group).prod(-1).log().sum(-1)
 
 
 def _log_prob(logits: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
@@ -95,6 +98,54 @@ def _log_prob(logits: torch.Tensor, target: torch.Tensor, event_dims: int) -> to
     logits = logits.flatten(-event_dims)
     target = target.flatten(-event_dims)
     return (logits * target).sum(-1) - sum_log1p_exp(logits)
+
+
+def forward_draw(q: "DCIM", x0: torch.Tensor, num_particles: int, generator: Generators = None
+                 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Draw ``h_k ~ q(h | x^0)`` down ``q``'s forward chain (eq. 13) and score them.
+
+    Returns ``({k: bits (particles, batch, *shape_k)}, log q(h_k | x^0) (particles, batch))``.  The
+    image's pre-activation of layer 1 is computed once and shared by its particles.  Differentiable in
+    ``q``'s parameters where autograd is on (the draws themselves are not).
+    """
+    units = q.units
+    parent = units.state(x0)
+    bits: dict[int, torch.Tensor] = {}
+    log_q = x0.new_zeros(num_particles, x0.shape[0])
+    for k in range(1, q.num_layers):
+        logits = q.conditional_logits(k, parent, "forward")
+        if k == 1:
+            logits = logits.expand(num_particles, *logits.shape)
+        bits[k] = _bits(logits.detach(), generator)
+        log_q = log_q + _log_prob(logits, bits[k], len(q.shapes[k]))
+        parent = units.state(bits[k])
+    return bits, log_q
+
+
+def forward_log_prob(q: "DCIM", x0: torch.Tensor, bits: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``log q(h | x^0)`` of given hidden states ``{k: bits (particles, batch, *shape_k)}``: ``(particles, batch)``."""
+    parent, total = q.units.state(x0), 0.0
+    for k in range(1, q.num_layers):
+        total = total + _log_prob(q.conditional_logits(k, parent, "forward"), bits[k], len(q.shapes[k]))
+        parent = q.units.state(bits[k])
+    return total
+
+
+def reverse_log_joint(net: "DCIM", bits: dict[int, torch.Tensor], x0: torch.Tensor) -> torch.Tensor:
+    """``log p(x^0, h | c)`` of the reverse chain (eq. 17) for every class ``c``: ``(particles, batch, classes)``.
+
+    The class enters only through the top conditional ``p(x^{n-1} | c)``, scored for all classes with
+    one ``(m_{n-1} × C)`` product; the rest, ``Σ_k log p(x^{k-1} | x^k)`` down to the image, is shared.
+    """
+    n, units = net.num_layers, net.units
+    classes = torch.eye(net.num_classes, dtype=x0.dtype, device=x0.device)
+    top = net.conditional_logits(n - 1, classes, "reverse").flatten(1)             # (C, m_{n-1})
+    log_p = bits[n - 1].flatten(2) @ top.T - sum_log1p_exp(top)                   # (P, B, C)
+    rest = 0.0
+    for k in range(n - 1, 0, -1):
+        logits = net.conditional_logits(k - 1, units.state(bits[k]), "reverse")
+        rest = rest + _log_prob(logits, bits[k - 1] if k > 1 else x0, len(net.shapes[k - 1]))
+    return log_p + rest.unsqueeze(-1)
 
 
 @torch.no_grad()
@@ -105,36 +156,12 @@ def importance_log_weights(net: "DCIM", x0: torch.Tensor, num_particles: int, *,
 
     ``x0``: ``(batch, *input_shape)`` binary images.  ``proposal``: the DCIM whose forward chain
     draws ``h`` (default ``net`` itself; an untied net's forward weights are its recognition
-    chain).  Returns ``(log_w, log_prior)``: ``log_w`` is ``(num_particles, batch, classes)``,
-    ``log_prior`` ``(classes,)`` (uniform unless ``class_prior`` is given).
+    chain).  ``generator``: one, or one per image (then an image's weights do not depend on the
+    other images of the batch).  Returns ``(log_w, log_prior)``: ``log_w`` is
+    ``(num_particles, batch, classes)``, ``log_prior`` ``(classes,)`` (uniform unless ``class_prior``).
     """
-    q = net if proposal is None else proposal
-    n, units = net.num_layers, net.units
-    shapes = net.shapes
-    b = x0.shape[0]
-    # forward chain: the first pre-activation is the image's, shared by its particles
-    parent = units.state(x0)
-    bits: dict[int, torch.Tensor] = {}
-    log_q = x0.new_zeros(num_particles, b)
-    for k in range(1, n):
-        logits = q.conditional_logits(k, parent, "forward")
-        if k == 1:
-            logits = logits.expand(num_particles, *logits.shape)
-        bits[k] = _bits(logits, generator)
-        log_q += _log_prob(logits, bits[k], len(shapes[k]))
-        parent = units.state(bits[k])
-    # reverse chain: the class enters only through the top conditional, scored for every class at once
-    classes = torch.eye(net.num_classes, dtype=x0.dtype, device=x0.device)
-    top = net.conditional_logits(n - 1, classes, "reverse").flatten(1)             # (C, m_{n-1})
-    top_bits = bits[n - 1].flatten(2)
-    log_w = top_bits @ top.T - sum_log1p_exp(top)                             # (P, B, C)
-    log_w = log_w + (-log_q).unsqueeze(-1)
-    rest = log_q.new_zeros(num_particles, b)
-    for k in range(n - 1, 0, -1):
-        logits = net.conditional_logits(k - 1, units.state(bits[k]), "reverse")
-        target = bits[k - 1] if k > 1 else x0
-        rest += _log_prob(logits, target, len(shapes[k - 1]))
-    log_w += rest.unsqueeze(-1)
+    bits, log_q = forward_draw(net if proposal is None else proposal, x0, num_particles, generator)
+    log_w = reverse_log_joint(net, bits, x0) - log_q.unsqueeze(-1)
     if class_prior is None:
         log_prior = torch.full((net.num_classes,), -math.log(net.num_classes), dtype=x0.dtype, device=x0.device)
     else:
