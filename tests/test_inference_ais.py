@@ -315,3 +315,25 @@ def test_an_interrupted_bdmc_run_resumes_in_either_direction(tmp_path, monkeypat
         assert not list(tmp_path.iterdir())  # every checkpoint file is gone
     with pytest.raises(ValueError, match="fixed seed"):
         bdmc(net, 2, 5, 2, seed=None, checkpoint=prefix)
+
+
+def test_too_few_chains_for_khat_are_flagged_with_one_warning():
+    """Below 21 chains the error bar cannot be checked: .reliable is False and one warning names the fix."""
+    import warnings
+
+    from pyro_dcim.inference.weights import UnreliableEstimateWarning
+
+    net = random_net(*DENSE, "01", seed=4, scale=2.0)
+    x0, y = random_batch(net, 3, seed=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ais_log_likelihood(net, x0, y, 5, 4)
+    mine = [w for w in caught if issubclass(w.category, UnreliableEstimateWarning)]
+    assert len(mine) == 1 and "4 chains" in str(mine[0].message) and "bdmc" in str(mine[0].message)
+    assert mine[0].filename == __file__
+    assert not res.reliable.any() and res.khat.isnan().all()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ais_log_likelihood(net, x0, y, 50, 32)
+    assert not [w for w in caught if "cannot be computed" in str(w.message)]
+    assert not res.khat.isnan().any()

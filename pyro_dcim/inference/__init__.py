@@ -12,6 +12,8 @@ Every estimator takes a :class:`~pyro_dcim.DCIM` and a batch and returns
 * :func:`ancestral_marginals`, :func:`importance_marginals`,
   :func:`importance_log_likelihood` — vectorised Monte Carlo with the Pyro models;
 * :func:`importance_bounds`, :func:`k_sample_bounds` — K-sample bounds on ``log p(x^0 | y)``;
+* :func:`importance_weighted_log_likelihood` — the literature's IS-K protocol for ``log p(x^0 | y)`` and
+  ``log p(x^0)`` (K = 5,000 particles from a recognition chain, the class summed out exactly);
 * :class:`DCIMGibbs`, :func:`gibbs_posterior` — a Gibbs kernel for ``pyro.infer.MCMC``;
 * :func:`ais_log_likelihood`, :func:`ais_log_marginal`, :func:`bdmc` — annealed importance
   sampling of ``log p(x^0 | y)`` and ``log p(x^0)``, and BDMC sandwiches on simulated data;
@@ -33,6 +35,7 @@ from .exact import (
     exact_posterior,
 )
 from .gibbs import DCIMGibbs, gibbs_posterior
+from .importance_weighted import ImportanceWeighted, importance_weighted_log_likelihood
 from .marginals import Marginals
 from .mean_field import mean_field_marginals
 from .sampling import (
@@ -49,6 +52,7 @@ __all__ = [
     "DEFAULT_MAX_UNITS",
     "ancestral_marginals", "importance_marginals", "importance_log_likelihood", "LogLikelihood", "default_chunk_size",
     "KSampleBound", "importance_bounds", "k_sample_bounds",
+    "ImportanceWeighted", "importance_weighted_log_likelihood",
     "DCIMGibbs", "gibbs_posterior", "diagnostics",
     "ais_log_likelihood", "ais_log_marginal", "bdmc", "simulate", "AISResult", "BDMCResult", "MarginalResult",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Union
@@ -36,7 +37,13 @@ from ..pyro_models import hidden_site
 from ..safe_load import CheckpointError, safe_load
 from ..validation import check_binary
 from .energy import ChainEnergy
-from .weights import log_mean_exp, weight_diagnostics
+from .weights import (
+    MIN_SAMPLES_FOR_KHAT,
+    UnreliableEstimateWarning,
+    _caller_stacklevel,
+    log_mean_exp,
+    weight_diagnostics,
+)
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -58,7 +65,8 @@ class AISResult:
     bound ``−log mean_c w_c``), ``(batch,)``; ``stderr``: its Monte Carlo standard error from the
     Pareto-smoothed weights; ``log_weights``: ``(chains, batch)``; ``ess``: effective number of
     chains; ``khat``: Pareto k̂ of the weights (NaN with fewer than 21 chains, too few for a
-    tail fit); ``reliable``: ``k̂ ≤ 0.7`` (True where k̂ is NaN); ``seconds``: wall time.
+    tail fit); ``reliable``: ``k̂ ≤ 0.7`` (False where k̂ is NaN: an error bar that cannot be
+    checked is not trusted, and one warning says so; BDMC is the check); ``seconds``: wall time.
     """
 
     estimate: torch.Tensor
@@ -202,9 +210,16 @@ def _chunk_images(net: "DCIM", batch: int, chains: int, chunk_size: Optional[int
 
 def _result(log_w: torch.Tensor, seconds: float, num_steps: int, start: str, direction: str,
             betas: torch.Tensor, what: str) -> AISResult:
-    diag = weight_diagnostics(log_w, what=what, warn=direction == "forward")
+    few = log_w.shape[0] < MIN_SAMPLES_FOR_KHAT
+    diag = weight_diagnostics(log_w, what=what, warn=direction == "forward" and not few)
+    reliable = diag.reliable & ~diag.khat.isnan()     # an error bar that cannot be checked is not trusted
+    if few and direction == "forward":
+        warnings.warn(f"{what}: with {log_w.shape[0]} chains Pareto k̂ cannot be computed (needs >= "
+                      f"{MIN_SAMPLES_FOR_KHAT}), so the error bar cannot be checked (.reliable is False): use "
+                      f"more chains, and more temperatures until bdmc() measures a small gap",
+                      UnreliableEstimateWarning, stacklevel=_caller_stacklevel())
     sign = 1.0 if direction == "forward" else -1.0
-    return AISResult(sign * log_mean_exp(log_w), diag.stderr, log_w, diag.ess, diag.khat, diag.reliable,
+    return AISResult(sign * log_mean_exp(log_w), diag.stderr, log_w, diag.ess, diag.khat, reliable,
                      seconds, num_steps, start, direction, betas)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
@@ -20,6 +21,7 @@ from ..chain import Chain
 from ..pyro_models import hidden_site
 from ..safe_load import CheckpointError, safe_load
 from .ais import AISResult, ais_log_likelihood
+from .weights import UnreliableEstimateWarning
 
 if TYPE_CHECKING:
     from ..model import DCIM
@@ -114,8 +116,10 @@ def bdmc(net: "DCIM", num_images: int = 10, num_steps: int = 1000, num_chains: i
                              "another checkpoint")
         torch.set_rng_state(rng)                # the reverse run draws as it would have, unbroken
     if fwd is None:
-        fwd = ais_log_likelihood(net, x0, y, num_steps, num_chains,
-                                 checkpoint=None if checkpoint is None else f"{checkpoint}.forward", **kw)
+        with warnings.catch_warnings():   # BDMC is itself the check of the forward run's error bar
+            warnings.simplefilter("ignore", UnreliableEstimateWarning)
+            fwd = ais_log_likelihood(net, x0, y, num_steps, num_chains,
+                                     checkpoint=None if checkpoint is None else f"{checkpoint}.forward", **kw)
         if done is not None:
             tmp = done.with_name(done.name + ".tmp")
             torch.save(forward_done(x0, y, num_steps, start, fwd), tmp)
