@@ -40,8 +40,8 @@ def test_cli_estimates_match_exact_enumeration(tiny_run, tmp_path, capsys):
                  "--bdmc-images", "3", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "-log p(x0 | y)" in printed and "-log p(x0)" in printed and "BDMC" in printed
-    summary = json.loads((out / "summary.json").read_text())
-    rows = list(csv_rows(out / "per_image.csv"))
+    summary = json.loads((out / "summary-ais.json").read_text())
+    rows = list(csv_rows(out / "per_image-ais.csv"))
     assert summary["images"] == 6 and len(rows) == 6 and summary["khat"]["computed"] == 6
     net = load_model(tiny_run)
     x, y = load_dataset("mnist-subset", "test", binarize_mode="sample", seed=0)
@@ -64,7 +64,7 @@ def test_importance_sampling_whole_protocol_matches_exact(tiny_run, tmp_path, ca
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "importance sampling, K = 3000" in printed and "dynamically binarised" in printed
-    rows = list(csv_rows(out / "per_image.csv"))
+    rows = list(csv_rows(out / "per_image-is-forward.csv"))
     assert [int(r["image"]) for r in rows] == list(range(8))
     net = load_model(tiny_run).double()
     x, y = load_dataset("mnist-subset", "test", binarize_mode="sample", seed=0)
@@ -92,23 +92,23 @@ def test_resume_after_kill_gives_identical_per_digit_numbers(tiny_run, tmp_path)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not list(broken.glob("is-*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        while not list(broken.glob("is-forward-*.json")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         proc.kill()
         proc.wait()
-    saved = list(broken.glob("is-*.json"))
+    saved = list(broken.glob("is-forward-*.json"))
     assert saved and len(saved) < 6, "the run should have been killed part way"
     # the interrupted run used other settings: refused, not mixed
     assert main([str(tiny_run), *_is_args(broken)]) == 2
     assert main([str(tiny_run), *_is_args(broken, "--particles", "20000")]) == 0
-    again = list(csv_rows(broken / "per_image.csv"))
+    again = list(csv_rows(broken / "per_image-is-forward.csv"))
     assert len(again) == 12
     redo = tmp_path / "redo"
     assert main([str(tiny_run), *_is_args(redo, "--particles", "20000", "--chunk", "5")]) == 0
-    for a, b in zip(again, csv_rows(redo / "per_image.csv")):   # another chunking: the same digits' numbers
+    for a, b in zip(again, csv_rows(redo / "per_image-is-forward.csv")):   # another chunking: the same digits' numbers
         assert a["nll_conditional"] == b["nll_conditional"] and a["nll"] == b["nll"]
-    assert len(list(csv_rows(whole / "per_image.csv"))) == 12
+    assert len(list(csv_rows(whole / "per_image-is-forward.csv"))) == 12
 
 
 def test_sigterm_saves_and_says_how_to_go_on(tiny_run, tmp_path):
@@ -117,7 +117,7 @@ def test_sigterm_saves_and_says_how_to_go_on(tiny_run, tmp_path):
     cmd = [sys.executable, "-m", "pyro_dcim.likelihood", str(tiny_run), *_is_args(out, "--particles", "20000")]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not list(out.glob("is-*.json")) and proc.poll() is None and time.monotonic() < deadline:
+    while not list(out.glob("is-forward-*.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
@@ -192,6 +192,6 @@ def test_torchrun_splits_images_and_rank_0_gathers(tiny_run, tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("saved ") == 1            # rank 0 alone reports
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary-is-forward.json").read_text())
     assert summary["world_size"] == 2 and summary["images"] == 5
-    assert [int(r["image"]) for r in csv_rows(out / "per_image.csv")] == [0, 1, 2, 3, 4]
+    assert [int(r["image"]) for r in csv_rows(out / "per_image-is-forward.csv")] == [0, 1, 2, 3, 4]

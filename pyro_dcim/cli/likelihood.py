@@ -124,6 +124,7 @@ def _check(args) -> None:
 
 
 def _data(args, config: dict, net) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The whole binarised split (scored: its first ``--images``; calibrated: random digits of all of it)."""
     name, data_dir = config.get("dataset", "mnist-subset"), config.get("data_dir")
     x, y = load_dataset(name, args.split, data_dir, binarize_mode="sample", seed=args.seed)
     if args.images > len(x):
@@ -135,7 +136,7 @@ def _data(args, config: dict, net) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         prior = torch.bincount(train_y, minlength=net.num_classes).double()
         prior = prior / prior.sum()
     dev = net.input_bias.device
-    return x[:args.images].to(net.input_bias), y[:args.images].to(dev), prior
+    return x.to(net.input_bias), y.to(dev), prior
 
 
 def settings_of(args, net) -> dict[str, dict]:
@@ -146,14 +147,14 @@ def settings_of(args, net) -> dict[str, dict]:
            "chunk": args.chunk if args.method == "ais" else CALIBRATION_CHUNK}
     kinds = {"common": common}
     if args.method == "is":
-        kinds["is"] = {"particles": args.particles, "proposal": args.proposal}
+        main = kinds[result_kind(args)] = {"particles": args.particles, "proposal": args.proposal}
         if args.proposal == "fitted":
-            kinds["is"].update(proposal_epochs=args.proposal_epochs, proposal_particles=args.proposal_particles,
-                               proposal_sleep=args.proposal_sleep)
+            main.update(proposal_epochs=args.proposal_epochs, proposal_particles=args.proposal_particles,
+                        proposal_sleep=args.proposal_sleep)
     else:
         kinds["ais"] = dict(ais, unconditional=args.unconditional)
     if args.calibrate:
-        kinds["calibration"] = dict(ais, images=args.images, calibrate=args.calibrate)
+        kinds["calibration"] = dict(ais, calibrate=args.calibrate)
     if args.calibrate or args.bdmc:
         kinds["bdmc"] = dict(ais, bdmc_images=args.bdmc_images)
     return kinds
@@ -252,21 +253,33 @@ def _calibration_digits(args, n: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:args.calibrate].tolist())
 
 
+def result_kind(args) -> str:
+    """The name of the main results in ``--out``: one folder holds IS with either proposal, AIS, calibration."""
+    return f"is-{args.proposal}" if args.method == "is" else "ais"
+
+
 def run(args, folder: ResultFolder, net, x0, y, prior, config: dict) -> dict:
-    n = len(x0)
-    chunks = [list(range(i, min(i + args.chunk, n))) for i in range(0, n, args.chunk)]
+    n, kind = args.images, result_kind(args)
+
+    def chunked(images: list[int], size: int) -> list[list[int]]:
+        return [images[i:i + size] for i in range(0, len(images), size)]
+
+    chunks = chunked(list(range(n)), args.chunk)
     if args.method == "is":
         proposal = _proposal(args, net, config, folder) if args.proposal == "fitted" else None
-        _work(args, folder, "is", chunks, lambda images: _is_rows(args, net, proposal, x0, y, prior, images),
-              f"IS-{args.particles}")
+
+        def score(images):
+            return _is_rows(args, net, proposal, x0, y, prior, images)
+
+        _work(args, folder, kind, chunks, score, f"IS-{args.particles}")
     else:
-        _work(args, folder, "ais", chunks,
-              lambda images: _ais_rows(args, net, x0, y, prior, images, folder, "ais", args.unconditional),
+        _work(args, folder, kind, chunks,
+              lambda images: _ais_rows(args, net, x0, y, prior, images, folder, kind, args.unconditional),
               f"AIS {args.steps} x {args.chains}")
     if args.calibrate:
-        picked = calibration_digits(args.seed, n, args.calibrate)
-        _work(args, folder, "calibration", [picked[i:i + CALIBRATION_CHUNK] for i in range(0, len(picked),
-                                                                                          CALIBRATION_CHUNK)],
+        picked = calibration_digits(args.seed, len(x0), args.calibrate)
+        _work(args, folder, kind, chunked(picked, args.chunk), score, f"IS-{args.particles} on the calibration digits")
+        _work(args, folder, "calibration", chunked(picked, CALIBRATION_CHUNK),
               lambda images: _ais_rows(args, net, x0, y, prior, images, folder, "calibration", False),
               f"calibration AIS {args.steps} x {args.chains}")
     if (args.method == "ais" and args.bdmc or args.calibrate) and int(os.environ.get("RANK", 0)) == 0 \
@@ -279,7 +292,7 @@ def run(args, folder: ResultFolder, net, x0, y, prior, config: dict) -> dict:
                                         "gap_max": float(b.gap.max()), "gap": [float(v) for v in b.gap],
                                         "seconds": b.seconds})
     _barrier()
-    return summarise(args, folder, n)
+    return summarise(args, folder, kind)
 
 
 def _barrier() -> None:
@@ -327,6 +340,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                 args.images = len(load_dataset(config.get("dataset", "mnist-subset"), args.split,
                                                config.get("data_dir"))[1])
             x0, y, prior = _data(args, config, net)
+            args.split_size = len(x0)
             if args.calibrate > len(x0):
                 raise ConfigError(f"--calibrate {args.calibrate} is more than the {len(x0)} digits scored")
             kinds = settings_of(args, net)
@@ -342,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                 warnings.simplefilter("ignore", UnreliableEstimateWarning)
                 summary = run(args, folder, net, x0, y, prior, config)
     except Stopped as e:
-        saved = len(folder.done(args.method)) if folder else 0
+        saved = len(folder.done(result_kind(args))) if folder else 0
         what = (f"{saved} of {args.images} digits are saved in {folder.out}; the same command resumes"
                 if folder else "nothing was saved")
         return report_interrupt(prog, "", what, signum=e.signum, fresh_line=True)
@@ -352,7 +366,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
         torch.set_num_threads(threads)
     if rank == 0:
         print(describe(summary))
-        print(f"saved {folder.out}/per_image.csv and summary.json")
+        print(f"saved {folder.out}/{summary['files']['per_image']} and {summary['files']['summary']}")
     _leave_process_group()
     return EXIT_OK
 

@@ -1,5 +1,6 @@
-"""The likelihood command's report: per-digit rows gathered into ``per_image.csv`` and
-``summary.json``, and the lines it prints.  Every figure is ``-log p`` in nats (named ``nll``)."""
+"""The likelihood command's report: per-digit rows gathered into ``per_image-KIND.csv`` and
+``summary-KIND.json`` (KIND: ``is-forward``, ``is-fitted`` or ``ais``), and the lines it prints.
+Every figure is ``-log p`` in nats (named ``nll``)."""
 
 from __future__ import annotations
 
@@ -39,14 +40,14 @@ def calibration_digits(seed: int, n: int, count: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:count].tolist())
 
 
-def summarise(args, folder: ResultFolder, n: int) -> dict:
-    """Gather every rank's chunks; rank 0 writes the CSVs and ``summary.json``."""
-    kind = args.method
+def summarise(args, folder: ResultFolder, kind: str) -> dict:
+    """Gather every rank's chunks of ``kind``; rank 0 writes ``per_image-KIND.csv`` and ``summary-KIND.json``."""
+    n = args.images
     rows = folder.rows(kind, range(n))
-    s: dict = {"run": str(args.run_dir), "method": kind, "images": n, "split": args.split,
+    s: dict = {"run": str(args.run_dir), "method": args.method, "images": n, "split": args.split,
                "protocol": PROTOCOL, "seed": args.seed, "class_prior": args.class_prior,
                "world_size": int(os.environ.get("WORLD_SIZE", 1))}
-    if kind == "is":
+    if args.method == "is":
         proposal = "the run's forward chain q(h | x0)" if args.proposal == "forward" else \
             (f"a copy of the run's forward chain fitted to the generator's posterior ({args.proposal_epochs} epochs "
              f"of wake-phi, K = {args.proposal_particles}, on the training digits)")
@@ -55,6 +56,7 @@ def summarise(args, folder: ResultFolder, n: int) -> dict:
     else:
         s.update(steps=args.steps, chains=args.chains, start=args.start, schedule=args.schedule)
     s["seconds"] = sum(r.get("seconds", 0.0) for r in rows)
+    s["files"] = {"per_image": f"per_image-{kind}.csv", "summary": f"summary-{kind}.json"}
     s["nll_conditional"] = _block(rows, "nll_conditional")
     if "nll" in rows[0]:
         s["nll_unconditional"] = _block(rows, "nll")
@@ -62,8 +64,9 @@ def summarise(args, folder: ResultFolder, n: int) -> dict:
     s["khat"] = {"computed": len(khats), "max": max(khats) if khats else None,
                  "flagged": sum(k > KHAT_THRESHOLD for k in khats), "threshold": KHAT_THRESHOLD}
     if args.calibrate:
-        cal = folder.rows("calibration", calibration_digits(args.seed, n, args.calibrate))
-        by_image = {r["image"]: r for r in rows}
+        picked = calibration_digits(args.seed, args.split_size, args.calibrate)
+        cal = folder.rows("calibration", picked)
+        by_image = {r["image"]: r for r in folder.rows(kind, picked)}
         bias = [by_image[r["image"]]["nll_conditional"] - r["nll_conditional"] for r in cal]
         b_mean, b_se = mean_se(bias)
         s["calibration"] = {"images": len(cal), "seconds": sum(r.get("seconds", 0.0) for r in cal),
@@ -78,10 +81,10 @@ def summarise(args, folder: ResultFolder, n: int) -> dict:
 
         s["bdmc"] = json.loads(bdmc_path.read_text())
     if int(os.environ.get("RANK", 0)) == 0:
-        folder.write_csv("per_image.csv", rows)
+        folder.write_csv(f"per_image-{kind}.csv", rows)
         if args.calibrate:
             folder.write_csv("calibration.csv", cal)
-        folder.write_json("summary.json", s)
+        folder.write_json(f"summary-{kind}.json", s)
     return s
 
 
