@@ -195,3 +195,23 @@ def test_torchrun_splits_images_and_rank_0_gathers(tiny_run, tmp_path):
     summary = json.loads((out / "summary-is-forward.json").read_text())
     assert summary["world_size"] == 2 and summary["images"] == 5
     assert [int(r["image"]) for r in csv_rows(out / "per_image-is-forward.csv")] == [0, 1, 2, 3, 4]
+
+
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="needs ../shared/data/mnist")
+def test_the_runs_own_dataset_is_scored(tiny_run, tmp_path):
+    """A full-MNIST run is scored on the 10,000 MNIST test digits, not the bundled subset's 2,000."""
+    import shutil
+
+    run = tmp_path / "full"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["config"].update(dataset="mnist", data_dir=str(MNIST_DIR))
+    (run / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "lk"
+    assert main([str(run), "--images", "all", "--particles", "2", "--chunk", "2000", "--out", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "summary-is-forward.json").read_text())
+    assert summary["images"] == 10_000

@@ -335,7 +335,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                 if not dist.is_initialized():
                     dist.init_process_group("gloo")
             net = load_model(args.run_dir, map_location=resolve_device(args.device)).eval()
-            config = read_config(args.run_dir).get("config", {})
+            config = read_config(args.run_dir)
             if not args.images:
                 args.images = len(load_dataset(config.get("dataset", "mnist-subset"), args.split,
                                                config.get("data_dir"))[1])
