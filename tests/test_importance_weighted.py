@@ -131,3 +131,28 @@ def test_fitted_proposal_tightens_the_bound_and_resumes_exactly(tmp_path):
                                                warn=False).conditional
     assert float((cond - after).mean()) < 0.7 * float((cond - before).mean())
     assert math.isfinite(float(after.mean()))
+
+
+@pytest.mark.parametrize("spec,shape", [([40, 30, 3], (12,)), ([(2, 1, 4), 30, 3], (1, 4, 4))])
+def test_columns_of_flipped_units_equal_the_dense_products(spec, shape, monkeypatch):
+    """Confident units flip rarely: the reference-plus-flips path runs, and gives the dense path's weights."""
+    import pyro_dcim.inference.flips as flips_module
+    from pyro_dcim.inference.importance_weighted import forward_draw, importance_log_weights
+
+    torch.manual_seed(7)
+    net = DCIM.from_spec(spec, input_shape=shape).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(20)                       # most units near 0 or 1
+    x0 = (torch.rand(3, *shape) < 0.5).double()
+    with torch.no_grad():
+        drawn = forward_draw(net, x0, 200, torch.Generator().manual_seed(8))
+    assert any(f is not None and 0 < f.share < flips_module.MAX_FLIP_SHARE for f in drawn.flips.values())
+    calls = []
+    real = flips_module.F.embedding_bag
+    monkeypatch.setattr(flips_module.F, "embedding_bag", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sparse, _ = importance_log_weights(net, x0, 200, generator=torch.Generator().manual_seed(8))
+    assert calls                              # the flips path ran
+    monkeypatch.setattr(flips_module, "MAX_FLIP_SHARE", -1.0)
+    dense, _ = importance_log_weights(net, x0, 200, generator=torch.Generator().manual_seed(8))
+    assert torch.allclose(sparse, dense, rtol=0, atol=1e-9)

@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from ..validation import check_images, check_labels
+from .flips import Flips, flips, preactivation_from_reference
 from .weights import weight_diagnostics
 
 if TYPE_CHECKING:
     from ..model import DCIM
 
 __all__ = ["ImportanceWeighted", "importance_weighted_log_likelihood", "importance_log_weights",
-           "forward_draw", "forward_log_prob", "reverse_log_joint", "sum_log1p_exp", "DEFAULT_PARTICLES"]
+           "Particles", "forward_draw", "forward_log_prob", "reverse_log_joint", "sum_log1p_exp", "DEFAULT_PARTICLES"]
 
 #: K of the literature's protocol (Burda et al. 2016; Mnih & Rezende 2016).
 DEFAULT_PARTICLES = 5000
@@ -114,26 +115,44 @@ def _log_prob(logits: torch.Tensor, target: torch.Tensor, event_dims: int) -> to
     return (logits * target).sum(-1) - sum_log1p_exp(logits)
 
 
-def forward_draw(q: "DCIM", x0: torch.Tensor, num_particles: int, generator: Generators = None
-                 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+class Particles(NamedTuple):
+    """Draws of the forward chain for a batch: ``bits`` ``{k: (particles, batch, *shape_k)}``, their
+    ``log_q`` ``(particles, batch)``, and per image each layer's most probable state given the
+    previous reference (``references`` ``{k: (batch, *shape_k)}``) with the particles' ``flips`` from it."""
+
+    bits: dict[int, torch.Tensor]
+    log_q: torch.Tensor
+    references: dict[int, torch.Tensor]
+    flips: dict[int, Optional[Flips]]
+
+
+def forward_draw(q: "DCIM", x0: torch.Tensor, num_particles: int, generator: Generators = None) -> Particles:
     """Draw ``h_k ~ q(h | x^0)`` down ``q``'s forward chain (eq. 13) and score them.
 
-    Returns ``({k: bits (particles, batch, *shape_k)}, log q(h_k | x^0) (particles, batch))``.  The
-    image's pre-activation of layer 1 is computed once and shared by its particles.  Differentiable in
-    ``q``'s parameters where autograd is on (the draws themselves are not).
+    The image's pre-activation of layer 1 is computed once and shared by its particles; deeper dense
+    layers are computed from each image's reference state plus the columns of the particle's flipped
+    units (:mod:`.flips`), which is exact and, on trained nets, several times fewer operations.
+    Differentiable in ``q``'s parameters where autograd is on (the draws themselves are not).
     """
     units = q.units
-    parent = units.state(x0)
     bits: dict[int, torch.Tensor] = {}
+    references: dict[int, torch.Tensor] = {}
+    changes: dict[int, Optional[Flips]] = {}
     log_q = x0.new_zeros(num_particles, x0.shape[0])
     for k in range(1, q.num_layers):
-        logits = q.conditional_logits(k, parent, "forward")
         if k == 1:
-            logits = logits.expand(num_particles, *logits.shape)
+            reference_logits = q.conditional_logits(1, units.state(x0), "forward")
+            logits = reference_logits.expand(num_particles, *reference_logits.shape)
+        else:
+            ref_parent = units.state(references[k - 1])
+            reference_logits = q.conditional_logits(k, ref_parent, "forward")
+            logits = units.bit_logits(preactivation_from_reference(q, k, "forward", ref_parent,
+                                                                   units.state(bits[k - 1]), changes[k - 1]))
+        references[k] = (reference_logits.detach() > 0).to(x0.dtype)
         bits[k] = _bits(logits.detach(), generator)
+        changes[k] = None if torch.is_grad_enabled() else flips(bits[k], references[k], q)  # no-grad path only
         log_q = log_q + _log_prob(logits, bits[k], len(q.shapes[k]))
-        parent = units.state(bits[k])
-    return bits, log_q
+    return Particles(bits, log_q, references, changes)
 
 
 def forward_log_prob(q: "DCIM", x0: torch.Tensor, bits: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -145,11 +164,13 @@ def forward_log_prob(q: "DCIM", x0: torch.Tensor, bits: dict[int, torch.Tensor])
     return total
 
 
-def reverse_log_joint(net: "DCIM", bits: dict[int, torch.Tensor], x0: torch.Tensor) -> torch.Tensor:
+def reverse_log_joint(net: "DCIM", bits: dict[int, torch.Tensor], x0: torch.Tensor,
+                      particles: Optional[Particles] = None) -> torch.Tensor:
     """``log p(x^0, h | c)`` of the reverse chain (eq. 17) for every class ``c``: ``(particles, batch, classes)``.
 
     The class enters only through the top conditional ``p(x^{n-1} | c)``, scored for all classes with
     one ``(m_{n-1} × C)`` product; the rest, ``Σ_k log p(x^{k-1} | x^k)`` down to the image, is shared.
+    With ``particles`` (the draw of ``bits``), dense layers start from the references (:mod:`.flips`).
     """
     n, units = net.num_layers, net.units
     classes = torch.eye(net.num_classes, dtype=x0.dtype, device=x0.device)
@@ -157,7 +178,12 @@ def reverse_log_joint(net: "DCIM", bits: dict[int, torch.Tensor], x0: torch.Tens
     log_p = bits[n - 1].flatten(2) @ top.T - sum_log1p_exp(top)                   # (P, B, C)
     rest = 0.0
     for k in range(n - 1, 0, -1):
-        logits = net.conditional_logits(k - 1, units.state(bits[k]), "reverse")
+        if particles is None:
+            logits = net.conditional_logits(k - 1, units.state(bits[k]), "reverse")
+        else:
+            logits = units.bit_logits(preactivation_from_reference(
+                net, k - 1, "reverse", units.state(particles.references[k]), units.state(bits[k]),
+                particles.flips[k]))
         rest = rest + _log_prob(logits, bits[k - 1] if k > 1 else x0, len(net.shapes[k - 1]))
     return log_p + rest.unsqueeze(-1)
 
@@ -174,8 +200,8 @@ def importance_log_weights(net: "DCIM", x0: torch.Tensor, num_particles: int, *,
     other images of the batch).  Returns ``(log_w, log_prior)``: ``log_w`` is
     ``(num_particles, batch, classes)``, ``log_prior`` ``(classes,)`` (uniform unless ``class_prior``).
     """
-    bits, log_q = forward_draw(net if proposal is None else proposal, x0, num_particles, generator)
-    log_w = reverse_log_joint(net, bits, x0) - log_q.unsqueeze(-1)
+    drawn = forward_draw(net if proposal is None else proposal, x0, num_particles, generator)
+    log_w = reverse_log_joint(net, drawn.bits, x0, drawn) - drawn.log_q.unsqueeze(-1)
     if class_prior is None:
         log_prior = torch.full((net.num_classes,), -math.log(net.num_classes), dtype=x0.dtype, device=x0.device)
     else:

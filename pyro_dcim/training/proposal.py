@@ -42,8 +42,10 @@ def proposal_loss(q: DCIM, net: DCIM, x0: torch.Tensor, y: torch.Tensor, particl
     (its mean rises as ``q`` nears the posterior).
     """
     with torch.no_grad():
-        bits, _ = forward_draw(q, x0, particles, generator)
-        log_p = reverse_log_joint(net, bits, x0).gather(-1, y.view(1, -1, 1).expand(particles, -1, 1)).squeeze(-1)
+        drawn = forward_draw(q, x0, particles, generator)
+        bits = drawn.bits
+        log_p = reverse_log_joint(net, bits, x0, drawn)
+        log_p = log_p.gather(-1, y.view(1, -1, 1).expand(particles, -1, 1)).squeeze(-1)
     log_q = forward_log_prob(q, x0, bits)
     log_w = (log_p - log_q).detach()
     loss = -(torch.softmax(log_w, 0) * log_q).sum(0).mean()
