@@ -1,7 +1,7 @@
 """The cost of the literature's IS-K likelihood (``likelihood --method is``) on the dense net.
 
     python benchmarks/likelihood_protocol.py                 # 2 threads, K = 5000 (about a minute)
-    python benchmarks/likelihood_protocol.py --threads 1 --out out/bench
+    python benchmarks/likelihood_protocol.py --run runs/full/generative-e30 --out out/bench
 
 One importance particle is one ancestral draw of the forward chain plus one scoring of the reverse
 chain; the goal is at most 1.3x one forward plus one reverse mean-field pass (DNN passes of a batch
@@ -24,15 +24,32 @@ from pyro_dcim import DCIM, PAPER_SPECS
 from pyro_dcim.inference.importance_weighted import importance_weighted_log_likelihood
 
 
-def bench(device: torch.device, particles: int, images: int, rounds: int) -> dict:
+def _net_and_digits(run: Path | None, images: int, device: torch.device) -> tuple[DCIM, torch.Tensor, torch.Tensor]:
+    """A trained run's net and its first binarised test digits, or a fresh net and random ink."""
     torch.manual_seed(0)
-    net = DCIM.from_spec(PAPER_SPECS["dense"], (784,)).to(device).eval()
-    x0 = (torch.rand(images, 784, device=device) < 0.13).float()       # MNIST's share of ink
-    y = torch.randint(0, 10, (images,), device=device)
+    if run is None:
+        net = DCIM.from_spec(PAPER_SPECS["dense"], (784,))
+        x0 = (torch.rand(images, 784) < 0.13).float()       # MNIST's share of ink
+        y = torch.randint(0, 10, (images,))
+    else:
+        from pyro_dcim import load_model
+        from pyro_dcim.data import load_dataset
+        from pyro_dcim.training.runs import read_config
+
+        net, config = load_model(run), read_config(run)
+        x, y = load_dataset(config.get("dataset", "mnist-subset"), "test", config.get("data_dir"),
+                            binarize_mode="sample", seed=0)
+        x0, y = x[:images], y[:images]
+    return net.to(device).eval(), x0.to(device), y.to(device)
+
+
+def bench(device: torch.device, particles: int, images: int, rounds: int, run: Path | None = None) -> dict:
+    net, x0, y = _net_and_digits(run, images, device)
     rows = particles * images
-    xs = x0.repeat(particles, 1)
+    xs = x0.flatten(1).repeat(particles, 1)
     # one-hot rows: the reverse pass per row (class indices would share one pass per class)
-    ys = torch.nn.functional.one_hot(y.repeat(particles), 10).float()
+    ys = torch.nn.functional.one_hot(y.repeat(particles), net.num_classes).to(xs)
+    xs = xs.reshape(len(xs), *net.input_shape)
 
     def passes():
         net.forward_mean_field(xs)
@@ -43,7 +60,8 @@ def bench(device: torch.device, particles: int, images: int, rounds: int) -> dic
                         "mean_field": passes}, device, rounds=rounds, steps=1, warmup=1)
     per_particle = t["is"] / rows
     per_pass = t["mean_field"] / rows
-    return {"particles": particles, "images": images, "seconds_per_particle": per_particle,
+    return {"net": str(run) if run else "fresh dense 784-512-512-10",
+            "particles": particles, "images": images, "seconds_per_particle": per_particle,
             "seconds_per_forward_and_reverse_mean_field_pass": per_pass,
             "particle_vs_passes": per_particle / per_pass, "goal": 1.3,
             "projected_test_set_minutes_K5000": per_particle * 5000 * 10_000 / 60}
@@ -56,11 +74,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--run", type=Path, help="a trained run folder (its units flip rarely: the fast path); "
+                                            "default a fresh net, whose units flip half the time")
     p.add_argument("--out", type=Path, help="write likelihood_protocol.json here (default: print only)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    result = {"machine": machine_info(device), **bench(device, args.particles, args.images, args.rounds)}
+    result = {"machine": machine_info(device), **bench(device, args.particles, args.images, args.rounds, args.run)}
     print(f"one IS particle: {result['seconds_per_particle'] * 1e6:.1f} us = {result['particle_vs_passes']:.2f}x one "
           f"forward + one reverse mean-field pass (goal <= 1.3); K = 5000 on 10,000 digits: "
           f"~{result['projected_test_set_minutes_K5000']:.0f} min on {args.threads} thread(s) of {device}")
