@@ -37,6 +37,7 @@ from .approximations.variational import fit_mean_field
 from .chain import Chain
 from .inference.energy import ChainEnergy
 from .model import DCIM
+from .semi_supervised import check_partial_labels, mixed_particles
 from .validation import check_class_batch, check_labels
 
 __all__ = ["ObjectiveParts", "discriminative_loss", "bidirectional_loss", "sampled_layer_loss", "sampled_layer",
@@ -109,12 +110,16 @@ def _combine(net: DCIM, logits: torch.Tensor, y: torch.Tensor, rev_sum: torch.Te
 
 
 def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, report_reverse: bool = True,
-                        approximation: str = "first-order") -> ObjectiveParts:
+                        approximation: str = "first-order", unlabelled: Optional[str] = None) -> ObjectiveParts:
     """Cross-entropy of the forward mean-field pass (approximate conditional ML).
 
     The reverse parts are reported (computed without gradient) unless
-    ``report_reverse=False``; they never enter ``total``.
+    ``report_reverse=False``; they never enter ``total``.  ``unlabelled`` (any value): rows with
+    ``y == UNLABELLED`` are left out, so the loss is the labelled rows' cross-entropy summed and
+    divided by the batch size (the supervised-only baseline of ``--labels N``).
     """
+    if unlabelled is not None:
+        return _labelled_rows_only(net, x0, y, approximation)
     _check_batch(net, x0, y)
     logits = _forward_logits(net, x0, approximation)
     if report_reverse:
@@ -123,6 +128,15 @@ def discriminative_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, report_
     else:
         rev = logits.new_tensor(float("nan"))
     return _combine(net, logits, y, rev, 0.0, "mean", train_reverse=False)
+
+
+def _labelled_rows_only(net: DCIM, x0: torch.Tensor, y: torch.Tensor, approximation: str) -> ObjectiveParts:
+    check_partial_labels(y, net.num_classes, len(x0))
+    labelled = (y >= 0).to(x0.dtype)
+    logits = _forward_logits(net, x0, approximation)
+    nll = (F.cross_entropy(logits, y.clamp(min=0), reduction="none") * labelled).sum()
+    nan = logits.new_tensor(float("nan")).detach()
+    return ObjectiveParts(nll / len(x0), (nll / labelled.sum().clamp(min=1)).detach(), nan, nan, logits.detach())
 
 
 def bidirectional_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, reverse_weight: float = 1.0,
@@ -218,7 +232,8 @@ def sleep_dreams(net: DCIM, num: int, class_prior: Optional[torch.Tensor] = None
 def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, particles: int = 5,
                                wake_phi_weight: float = 1.0, sleep_weight: float = 0.0,
                                reverse_weight: float = 1.0, reduction: str = "mean",
-                               generator: Optional[torch.Generator] = None) -> ObjectiveParts:
+                               generator: Optional[torch.Generator] = None, unlabelled: Optional[str] = None,
+                               unlabelled_class_weight: float = 0.0) -> ObjectiveParts:
     """Tied reweighted wake-sleep (Bornschein & Bengio 2015, DESIGN.md §8) beside ``-log p(x^n | x^0)``.
 
     With ``h_s ~ q(h | x^0)``, ``s = 1..K`` (the forward chain) and per-image normalised weights
@@ -235,15 +250,31 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
     bound's gradient in φ would need a score function (``q`` is discrete), which RWS replaces by wake-φ.
     ``reverse_nll_sum`` reports ``-log mean_s w_s`` (a K-sample bound on ``-log p(x^0 | y)``, nats).
     ``reduction="mean"`` divides the bracket by the pixel count, like the other objectives.
+
+    ``unlabelled`` (``"sum"`` or ``"sample"``): rows with ``y == UNLABELLED`` have a latent class, and
+    their particles are weighted by ``p(x^0, h_s) / q(h_s | x^0)`` (:mod:`pyro_dcim.semi_supervised`:
+    the class summed exactly or proposed by the forward chain).  Their class term is the cross-entropy of
+    ``q(x^n | x^0)`` against the weights' class posterior ``π``, times ``unlabelled_class_weight``;
+    ``forward_nll`` then reports the class term per row unweighted, ``reverse_nll_sum`` the bound on
+    ``-log p(x^0 | y)`` for labelled rows and on ``-log p(x^0)`` for the others (docs/semi_supervised.md).
     """
-    _check_batch(net, x0, y)
+    if unlabelled is not None:
+        check_partial_labels(y, net.num_classes, len(x0))
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' (per pixel) or 'sum', got {reduction!r}")
+    else:
+        _check_batch(net, x0, y)
     if net.num_layers < 2:
         raise ValueError("reweighted wake-sleep needs a hidden layer (a net without one is an RBM-like pair)")
     if particles < 1:
         raise ValueError(f"particles must be >= 1, got {particles}")
     logits = net(x0)
-    log_p, log_q = wake_particles(net, x0, y, particles, generator)
-    log_w = (log_p - log_q).detach()
+    if unlabelled is None:
+        log_p, log_q = wake_particles(net, x0, y, particles, generator)
+        log_w = (log_p - log_q).detach()
+    else:
+        mixed = mixed_particles(net, x0, y, particles, unlabelled, generator)
+        log_p, log_q, log_w = mixed.log_p, mixed.log_q, mixed.log_w
     w = torch.softmax(log_w, 0)
     bound = log_w.logsumexp(0) - math.log(particles)
     generative = -(w * log_p).sum(0).mean()
@@ -253,10 +284,24 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
         dx, dy, dh = sleep_dreams(net, len(x0), generator=generator)
         dream = ChainEnergy(net, dx, dy).terms(dh, ("forward", "forward_end"))
         generative = generative - sleep_weight * (dream["forward"] + dream["forward_end"]).mean()
-    parts = _combine(net, logits, y, -bound.mean(), 0.0, reduction, train_reverse=False)
+    if unlabelled is None:
+        parts = _combine(net, logits, y, -bound.mean(), 0.0, reduction, train_reverse=False)
+    else:
+        parts = _class_term(net, logits, y, mixed.posterior, -bound.mean(), unlabelled_class_weight)
     scale = 1.0 / net.num_pixels if reduction == "mean" else 1.0
     parts.total = parts.total + reverse_weight * scale * generative
     return parts
+
+
+def _class_term(net: DCIM, logits: torch.Tensor, y: torch.Tensor, posterior: torch.Tensor, rev_sum: torch.Tensor,
+                unlabelled_weight: float) -> ObjectiveParts:
+    """The class term of a batch with unlabelled rows: ``-Σ_c π_c log q(c | x^0)`` per row (``π`` one-hot for a
+    labelled row, the generator's posterior for an unlabelled one), the unlabelled rows weighted."""
+    per_row = -(posterior * torch.log_softmax(logits, -1)).sum(-1)
+    weight = torch.where(y >= 0, 1.0, unlabelled_weight).to(per_row.dtype)
+    rev_sum = rev_sum.detach()
+    return ObjectiveParts((weight * per_row).mean(), per_row.mean().detach(), rev_sum / net.num_pixels, rev_sum,
+                          logits.detach())
 
 
 def _named(fn, **defaults):

@@ -3,8 +3,11 @@
 Site names are stable: hidden layers ``"x1" … "x{n-1}"`` (``Bernoulli`` over bits,
 ``to_event`` over the layer's shape), the class ``"class"`` (``Categorical``) and
 the image ``"x0"`` (``Bernoulli``), all inside the batch plate ``"data"`` at
-``dim=-1``.  Any plate placed outside (e.g. a particle plate at ``dim=-2``)
-vectorises every site, since the tied layers accept leading batch dimensions.
+``dim=-1``.  The semi-supervised joint :func:`generative_model` observes the class where a
+row has a label and leaves it latent where it has ``UNLABELLED`` (Pyro's ``obs_mask``: sites
+``"class_observed"``, ``"class_unobserved"`` and the deterministic ``"class"``).  Any plate
+placed outside (e.g. a particle plate at ``dim=-2``) vectorises every site, since the tied
+layers accept leading batch dimensions.
 
 Images are Bernoulli observations; intensities in [0, 1] are soft targets, so the
 ``"x0"`` site's ``log_prob`` is the negative binary cross-entropy (the exact
@@ -22,15 +25,17 @@ from typing import TYPE_CHECKING, Optional
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 
+from .semi_supervised import UNLABELLED, check_partial_labels
 from .units import all_bit_states, log1p_exp
 from .validation import check_images, check_labels
 
 if TYPE_CHECKING:     # model.py builds on this module (DCIM inherits PyroModels): no runtime import back
     from .model import DCIM
 
-__all__ = ["forward_model", "reverse_model", "mean_field_guide", "reverse_mean_field_guide",
-           "hidden_site", "PLATE_NAME", "PyroModels"]
+__all__ = ["forward_model", "reverse_model", "mean_field_guide", "reverse_mean_field_guide", "generative_model",
+           "forward_chain_guide", "hidden_site", "PLATE_NAME", "PyroModels"]
 
 PLATE_NAME = "data"
 
@@ -181,6 +186,58 @@ def reverse_mean_field_guide(net: DCIM, y: torch.Tensor, x0: Optional[torch.Tens
             pyro.sample("x0", _bernoulli(rmf.logits, len(net.input_shape)))
 
 
+def _partial_labels(net: DCIM, x0: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+    """``y`` with ``UNLABELLED`` rows, or every row unlabelled when ``y`` is None."""
+    batch = _batch_size(x0, len(net.input_shape))
+    if y is None:
+        return torch.full((batch,), UNLABELLED, dtype=torch.long, device=x0.device)
+    check_partial_labels(y, net.num_classes, batch)
+    return y
+
+
+def generative_model(net: DCIM, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
+                     class_prior: Optional[torch.Tensor] = None, name: str = "dcim") -> torch.Tensor:
+    """The joint ``p(x^n) p(x^{n-1} | x^n) … p(x^0 | x^1)``: the reverse chain under a class prior, image observed.
+
+    ``y``: a class index per image, ``UNLABELLED`` (-1) where the image has none (``None``: no labels).
+    The class site follows Pyro's ``obs_mask`` convention, so one batch holds both kinds of rows:
+    ``"class_observed"`` scores the labelled rows, ``"class_unobserved"`` is latent for the others,
+    and ``"class"`` (deterministic) holds both.  ``class_prior``: ``p(x^n)``, uniform unless given.
+    Returns the class of every row.
+    """
+    pyro.module(name, net)
+    check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
+    y = _partial_labels(net, x0, y)
+    c = net.num_classes
+    prior = torch.full((c,), 1.0 / c, dtype=x0.dtype, device=x0.device) if class_prior is None else class_prior
+    with pyro.plate(PLATE_NAME, len(y), dim=-1):
+        label = pyro.sample("class", dist.Categorical(probs=prior), obs=y.clamp(min=0), obs_mask=y >= 0)
+        h = net.class_state(label)
+        for k in range(net.num_layers - 1, 0, -1):
+            h = net.units.state(pyro.sample(hidden_site(k), _bernoulli(net.conditional_logits(k, h, "reverse"),
+                                                                       len(net.shapes[k]))))
+        pyro.sample("x0", _bernoulli(net.conditional_logits(0, h, "reverse"), len(net.input_shape), soft=True),
+                    obs=x0)
+        return label
+
+
+def forward_chain_guide(net: DCIM, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
+                        name: str = "dcim") -> None:
+    """The forward chain ``q(x^1 … x^{n-1}, x^n | x^0)`` (eq. 13) as the guide of :func:`generative_model`:
+    every hidden layer drawn from its parent (the proposal of reweighted wake-sleep), and the class of
+    the unlabelled rows (``"class_unobserved"``, masked to them as the model masks it) from
+    ``p(x^n | x^{n-1})``."""
+    pyro.module(name, net)
+    y = _partial_labels(net, x0, y)
+    with pyro.plate(PLATE_NAME, len(y), dim=-1):
+        h = net.units.state(x0)
+        for k in range(1, net.num_layers):
+            h = net.units.state(pyro.sample(hidden_site(k), _bernoulli(net.conditional_logits(k, h),
+                                                                       len(net.shapes[k]))))
+        with poutine.mask(mask=y < 0):
+            pyro.sample("class_unobserved", dist.Categorical(logits=net.conditional_logits(net.num_layers, h)))
+
+
 class PyroModels:
     """The models and guides as methods of the net (``net.forward_model``), as Pyro's inference
     classes take them; :class:`~pyro_dcim.model.DCIM` inherits them."""
@@ -200,3 +257,11 @@ class PyroModels:
     def reverse_mean_field_guide(self, y: torch.Tensor, x0: Optional[torch.Tensor] = None, *,
                                  name: str = "dcim", approximation: str = "first-order") -> None:
         reverse_mean_field_guide(self, y, x0, name=name, approximation=approximation)
+
+    def generative_model(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
+                         class_prior: Optional[torch.Tensor] = None, name: str = "dcim") -> torch.Tensor:
+        return generative_model(self, x0, y, class_prior=class_prior, name=name)
+
+    def forward_chain_guide(self, x0: torch.Tensor, y: Optional[torch.Tensor] = None, *,
+                            name: str = "dcim") -> None:
+        forward_chain_guide(self, x0, y, name=name)

@@ -1,0 +1,143 @@
+"""Labels optional: the particles of reweighted wake-sleep when some images have no label (DESIGN.md §10).
+
+An unlabelled image's class ``x^n`` is latent, and the generator is trained by
+``log p(x^0) = log Σ_c p(c) p(x^0 | c)``.  Particles ``h_s ~ q(h | x^0)`` come from the forward
+chain as for labelled images (``Chain.sample``, the draws of
+:func:`~pyro_dcim.objectives.wake_particles`).  In the reverse chain only the top conditional
+``p(x^{n-1} | c)`` depends on the class, so every class's ``log p(x^0, h_s | c)`` costs one
+``(m_{n-1} × C)`` product per particle (:func:`class_log_joint`).  The class then enters the weights
+
+* ``"sum"``: exactly, ``w_s = Σ_c p(c) p(x^0, h_s | c) / q(h_s | x^0)``, or
+* ``"sample"``: proposed with the layers by the forward chain, ``y_s ~ p(x^n | x^{n-1}_s)``, and
+  ``w_s = p(y_s) p(x^0, h_s | y_s) / (q(h_s | x^0) p(y_s | x^{n-1}_s))``.
+
+Both are unbiased for ``p(x^0)``; the sum has no class noise in its weights and costs the same.
+The generator's posterior over the class, ``π_c = Σ_s w̃_s p(c | x^0, h_s)`` (``"sample"``:
+``Σ_s w̃_s [y_s = c]``), is what the classifier learns from an unlabelled image
+(docs/semi_supervised.md derives it).  Labelled rows are scored with their class as before.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .model import DCIM
+
+__all__ = ["UNLABELLED", "CLASS_ESTIMATES", "MixedParticles", "mixed_particles", "class_log_joint",
+           "forward_log_prob", "check_partial_labels"]
+
+#: the label of an image whose class is not observed
+UNLABELLED = -1
+#: how an unlabelled image's class enters its weights
+CLASS_ESTIMATES = ("sum", "sample")
+
+
+@dataclass
+class MixedParticles:
+    """``K`` particles per image of a batch that mixes labelled and unlabelled rows; ``(K, batch)`` unless said.
+
+    ``log_p``: ``log p(x^0, h_s | y)`` (labelled) or ``log p(x^0, h_s)`` (``"sum"``) or
+    ``log p(x^0, h_s, y_s)`` (``"sample"``), differentiable in the generator; ``log_q``:
+    ``log q(h_s | x^0)``, differentiable in the recognition chain; ``log_w``: the log-weights, detached;
+    ``posterior``: ``(batch, classes)``, the class posterior the weights give (one-hot for labelled rows),
+    detached.
+    """
+
+    log_p: torch.Tensor
+    log_q: torch.Tensor
+    log_w: torch.Tensor
+    posterior: torch.Tensor
+
+
+def check_partial_labels(y: torch.Tensor, num_classes: int, batch: int) -> None:
+    """``y``: one class index or :data:`UNLABELLED` per image (shapes always; values when Pyro validates)."""
+    from pyro.infer.util import is_validation_enabled
+
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.shape != (batch,):
+        raise ValueError(f"y must hold one integer class index or {UNLABELLED} (unlabelled) per image, shape "
+                         f"({batch},), got {getattr(y, 'shape', type(y).__name__)}")
+    if is_validation_enabled() and y.numel() and (int(y.min()) < UNLABELLED or int(y.max()) >= num_classes):
+        raise ValueError(f"y must hold classes 0..{num_classes - 1} or {UNLABELLED} (unlabelled), got values in "
+                         f"[{int(y.min())}, {int(y.max())}]")
+
+
+def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: int, class_estimate: str = "sum",
+                    generator: Optional[torch.Generator] = None,
+                    class_prior: Optional[torch.Tensor] = None) -> MixedParticles:
+    """Draw and score ``particles`` forward-chain particles per image; rows with ``y == UNLABELLED`` have a
+    latent class, handled as ``class_estimate`` says (module docstring).  ``class_prior``: ``p(c)``,
+    uniform unless given."""
+    from .chain import Chain
+
+    if class_estimate not in CLASS_ESTIMATES:
+        raise ValueError(f"class_estimate must be one of {', '.join(CLASS_ESTIMATES)}, got {class_estimate!r}")
+    c = net.num_classes
+    labelled = y >= 0
+    forward = Chain(net, "forward")
+    flat = forward.sample(forward.start_state(x0, None), particles, generator)   # no gradient through draws
+    bits = {k: b.reshape(*b.shape[:2], *net.shapes[k]) for k, b in flat.items()}
+    log_q = forward_log_prob(net, x0, bits)
+    log_joint = class_log_joint(net, bits, x0)                                    # (K, B, C): log p(x^0, h | c)
+    log_prior = (x0.new_full((c,), -math.log(c)) if class_prior is None else class_prior.to(x0).log())
+    seen = y.clamp(min=0)
+    given = log_joint.gather(-1, seen.view(1, -1, 1).expand(particles, -1, 1)).squeeze(-1)
+    with_prior = log_joint + log_prior
+    if class_estimate == "sum":
+        latent = with_prior.logsumexp(-1)                                           # log p(x^0, h)
+        latent_w = latent.detach() - log_q.detach()
+        per_particle = torch.softmax(with_prior.detach(), -1)                      # p(c | x^0, h_s)
+    else:
+        top = net.units.state(bits[net.num_layers - 1])
+        class_logits = net.conditional_logits(net.num_layers, top).detach()       # p(x^n | x^{n-1}_s), forward
+        drawn = torch.multinomial(torch.softmax(class_logits, -1).reshape(-1, c), 1, generator=generator)
+        drawn = drawn.view(particles, -1)
+        latent = with_prior.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)            # log p(x^0, h_s, y_s)
+        log_q_class = torch.log_softmax(class_logits, -1).gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
+        latent_w = latent.detach() - log_q.detach() - log_q_class
+        per_particle = F.one_hot(drawn, c).to(x0.dtype)
+    log_p = torch.where(labelled, given, latent)
+    log_w = torch.where(labelled, given.detach() - log_q.detach(), latent_w)
+    posterior = (torch.softmax(log_w, 0).unsqueeze(-1) * per_particle).sum(0)
+    posterior = torch.where(labelled.unsqueeze(-1), F.one_hot(seen, c).to(x0.dtype), posterior)
+    return MixedParticles(log_p, log_q, log_w, posterior)
+
+
+def _log_prob(logits: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """``Σ log Bernoulli(target; σ(logits))`` over the last ``event_dims`` dimensions (broadcast)."""
+    from .inference.logistic import softplus  # the inference package imports the Pyro models
+
+    return (target * logits - softplus(logits)).flatten(-event_dims).sum(-1)
+
+
+def forward_log_prob(net: "DCIM", x0: torch.Tensor, bits: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``log q(h | x^0) = Σ_k log p(x^k | x^{k-1})`` of the forward chain (eq. 13) for hidden states
+    ``{k: bits (particles, batch, *shape_k)}``: ``(particles, batch)``; layer 1's logits once per image."""
+    parent, total = net.units.state(x0), 0.0
+    for k in range(1, net.num_layers):
+        total = total + _log_prob(net.conditional_logits(k, parent), bits[k], len(net.shapes[k]))
+        parent = net.units.state(bits[k])
+    return total
+
+
+def class_log_joint(net: "DCIM", bits: dict[int, torch.Tensor], x0: torch.Tensor) -> torch.Tensor:
+    """``log p(x^0, h | c)`` of the reverse chain (eq. 17-18) for every class ``c``: ``(particles, batch, C)``.
+
+    Only ``p(x^{n-1} | c)`` depends on ``c``: scored for all classes with one ``(m_{n-1} × C)`` product;
+    ``Σ_k log p(x^{k-1} | x^k)`` down to the image is shared."""
+    from .inference.logistic import softplus
+
+    n = net.num_layers
+    classes = net.class_state(torch.arange(net.num_classes, device=x0.device))
+    top = net.conditional_logits(n - 1, classes, "reverse").flatten(1)             # (C, m_{n-1})
+    log_p = bits[n - 1].flatten(2) @ top.T - softplus(top).sum(-1)
+    rest = 0.0
+    for k in range(n - 1, 0, -1):
+        logits = net.conditional_logits(k - 1, net.units.state(bits[k]), "reverse")
+        rest = rest + _log_prob(logits, bits[k - 1] if k > 1 else x0, len(net.shapes[k - 1]))
+    return log_p + rest.unsqueeze(-1)
