@@ -32,9 +32,9 @@ __all__ = ["main", "build_parser", "config_from_args"]
 PROG = "python -m pyro_dcim.fit"
 
 
-def _optional(convert):
+def _optional(convert, word: str = "none"):
     def parse(text: str):
-        return None if text.lower() == "none" else convert(text)
+        return None if text.lower() == word else convert(text)
     parse.__name__ = convert.__name__  # argparse names the type in its error: "invalid int value"
     return parse
 
@@ -60,7 +60,7 @@ def _add_setting(group: argparse._ArgumentGroup, f: Field, hint) -> None:
     if meta.get("choices") is not None:
         kwargs["choices"] = list(meta["choices"])
     elif base is not str:
-        kwargs["type"] = _optional(base) if optional else base
+        kwargs["type"] = _optional(base, meta["none_word"]) if optional else base
     group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
 
 

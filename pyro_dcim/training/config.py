@@ -65,18 +65,20 @@ def objective_defaults(objective: str) -> dict[str, Any]:
 
 def setting(default: Any, help: str, group: str, *, choices: Optional[Sequence[str]] = None,
             minimum: Optional[float] = None, above: Optional[float] = None, label: Optional[str] = None,
-            default_text: Optional[str] = None, metavar: Optional[str] = None, flag: Optional[str] = None) -> Any:
+            default_text: Optional[str] = None, metavar: Optional[str] = None, flag: Optional[str] = None,
+            below: Optional[float] = None, none_word: str = "none") -> Any:
     """A field of :class:`TrainConfig` with what validation and the command line need to know.
 
-    ``choices``: the allowed values; ``minimum`` / ``above``: ``value >= minimum`` / ``value > above``
-    (``None`` always passes); ``label``: the setting's name in messages; ``default_text``: how
-    ``--help`` states the default (else the default itself); ``flag``: the option of a ``True``
-    default that turns it off (``--no-figures``).
+    ``choices``: the allowed values; ``minimum`` / ``above`` / ``below``: ``value >= minimum`` /
+    ``value > above`` / ``value < below`` (``None`` always passes); ``label``: the setting's name in
+    messages; ``default_text``: how ``--help`` states the default (else the default itself); ``flag``:
+    the option of a ``True`` default that turns it off (``--no-figures``); ``none_word``: the word the
+    command line reads as ``None`` (``--labels all``).
     """
     assert group in GROUPS, group
     return field(default=default, metadata=dict(help=help, group=group, choices=choices, minimum=minimum,
-                                                above=above, label=label, default_text=default_text,
-                                                metavar=metavar, flag=flag))
+                                                above=above, below=below, label=label, default_text=default_text,
+                                                metavar=metavar, flag=flag, none_word=none_word))
 
 
 @dataclass
@@ -118,6 +120,15 @@ class TrainConfig:
     untie: Optional[bool] = setting(None, "separate forward and reverse weights (same architecture, biases shared), "
                                     "initialised equal: the tying ablation", "model and objective",
                                     default_text="no (tied); yes for generative")
+    unlabelled_class: str = setting("sum", "with --labels N: how an unlabelled image's class enters its particles' "
+                                    "weights: summed exactly over the classes, or sampled with the layers from the "
+                                    "forward chain (docs/semi_supervised.md)", "model and objective",
+                                    choices=("sum", "sample"))
+    unlabelled_class_weight: float = setting(0.0, "with --labels N: weight of the unlabelled images' class term, the "
+                                             "cross-entropy of q(x^n | x^0) against the generator's posterior "
+                                             "p(x^n | x^0)", "model and objective", minimum=0, metavar="W",
+                                             default_text="0: at 0.1 and 1 it lowered the test accuracy, since the "
+                                             "generator's posterior classifies worse than q (docs/semi_supervised.md)")
     dataset: str = setting("mnist-subset", "mnist-subset: bundled 10k+2k MNIST digits, offline; mnist / "
                            "fashion-mnist: IDX files in --data-dir", "data", choices=DATASETS)
     data_dir: Optional[str] = setting(None, "folder with the four IDX files (.gz or not) or torchvision's "
@@ -130,6 +141,15 @@ class TrainConfig:
     augment: str = setting("shift", "shift: translate each training image by up to ±1 pixel at random (about +2 "
                            "points of accuracy on the subset; not in the paper); none", "data",
                            choices=("shift", "none"))
+    labels: Optional[int] = setting(None, "keep the labels of N training images (balanced per class, chosen by "
+                                    "--seed) and train on the others without theirs (objectives rws, wake-sleep, "
+                                    "generative; discriminative uses the N alone); all: every label", "data",
+                                    minimum=0, metavar="N|all", default_text="all", none_word="all")
+    labelled_share: Optional[float] = setting(0.1, "with --labels N: draw this fraction of every batch from the N "
+                                              "labelled images, repeated as needed (an epoch is then one pass over "
+                                              "the unlabelled ones); none, or a fraction the labelled images "
+                                              "already fill: every training image once per epoch", "data", above=0,
+                                              below=1, metavar="F")
     val_size: Optional[int] = setting(None, "validation = the last N training images", "data", minimum=1,
                                       default_text="10,000 for MNIST/Fashion-MNIST, 2,000 for the subset",
                                       metavar="N")
@@ -216,6 +236,8 @@ def _check(f: Field, value: Any) -> Optional[str]:
         return f"{label} must be >= {meta['minimum']}, got {value}"
     if meta.get("above") is not None and not (value > meta["above"] and math.isfinite(value)):
         return f"{label} must be > {meta['above']}, got {value}"
+    if meta.get("below") is not None and not value < meta["below"]:
+        return f"{label} must be < {meta['below']}, got {value}"
     return None
 
 

@@ -33,14 +33,17 @@ from ..spec import SpecError
 from ..validation import check_images
 from . import distributed, runs
 from .atomic import write_error
-from .batches import Splits, epoch_permutation, load_splits, random_shift, shard_indices
+from .batches import Splits, epoch_order, load_splits, observed_labels, random_shift, shard_indices
 from .checkpoint import Architecture, CheckpointError, load_checkpoint, load_parameters, model_state, save_checkpoint
 from .config import OPTIMIZERS, ConfigError, TrainConfig, resolve_device
 from .metrics import EpochRow, Measures, Tally, TrainMeasures
 from .rng import rng_state, seed_everything, set_rng_state
 from .signals import StopSignals, TrainingInterrupted
 
-__all__ = ["TrainResult", "NonFiniteLossError", "train", "evaluate", "build_model", "lr_at"]
+__all__ = ["TrainResult", "NonFiniteLossError", "train", "evaluate", "build_model", "lr_at", "LABELS_OPTIONAL"]
+
+#: objectives that train on images without labels (``--labels N``); discriminative uses the labelled ones alone
+LABELS_OPTIONAL = ("rws", "wake-sleep", "generative", "discriminative")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,13 +71,17 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
     return cfg.lr
 
 
-def objective_call(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool) -> tuple[Callable, dict]:
-    """The objective of ``cfg`` and exactly the settings it takes (config names mapped to its own)."""
+def objective_call(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool,
+                   partial_labels: bool = True) -> tuple[Callable, dict]:
+    """The objective of ``cfg`` and exactly the settings it takes (config names mapped to its own).
+    ``partial_labels=False``: every row is labelled (validation, test), whatever ``--labels`` says."""
     objective = get_objective(cfg.objective)
     pool = dict(reverse_weight=cfg.reverse_weight, reduction=cfg.reverse_reduction, layer=cfg.sample_layer,
                 code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse,
                 approximation=cfg.approximation, particles=cfg.particles, wake_phi_weight=cfg.wake_phi_weight,
-                sleep_weight=cfg.sleep_weight)
+                sleep_weight=cfg.sleep_weight, unlabelled_class_weight=cfg.unlabelled_class_weight,
+                # --labels N: rows labelled UNLABELLED have a latent class (all rows keep the old path otherwise)
+                unlabelled=None if cfg.labels is None or not partial_labels else cfg.unlabelled_class)
     return objective, objective_settings(objective, pool)
 
 
@@ -86,7 +93,7 @@ def evaluate(net: DCIM, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> M
     was_training = net.training
     net.eval()
     generator = torch.Generator(device=x.device).manual_seed(cfg.seed + 7919)
-    objective, settings = objective_call(cfg, generator, report_reverse=True)
+    objective, settings = objective_call(cfg, generator, report_reverse=True, partial_labels=False)
     tally = Tally(Measures, x.device)
     for i in range(0, len(x), cfg.eval_batch_size):
         xb, yb = x[i:i + cfg.eval_batch_size], y[i:i + cfg.eval_batch_size]
@@ -117,6 +124,9 @@ class Setup:
 def setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Setup:
     """Check every setting, load the data and build the net, then (only then) prepare the run folder."""
     cfg.validate()
+    if cfg.labels is not None and cfg.objective not in LABELS_OPTIONAL:
+        raise ConfigError(f"--labels {cfg.labels} needs an objective that can learn without labels "
+                          f"({', '.join(LABELS_OPTIONAL)}), not {cfg.objective}")
     device = resolve_device(cfg.device)
     if cfg.threads:
         # intra-op threads spin-wait: on 2 shared cores, 2 threads ran the dense net 10-20x slower
@@ -216,6 +226,7 @@ def step(model: torch.nn.Module, s: Setup, state: State, tally: Tally, idx: torc
     """One update on the training images ``idx`` (augmented and binarised here, from ``state.generator``)."""
     cfg = s.cfg
     x, y = s.data.train_x[idx], s.data.train_y[idx]
+    seen = observed_labels(y, None if s.data.labelled is None else s.data.labelled[idx])
     if cfg.augment == "shift":
         x = random_shift(x, state.generator)
     if cfg.binarize == "dynamic":  # a fresh draw of the binary image x^0 ~ Bernoulli(intensity)
@@ -223,7 +234,7 @@ def step(model: torch.nn.Module, s: Setup, state: State, tally: Tally, idx: torc
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-        parts = model(x, y)
+        parts = model(x, seen)
     if not torch.isfinite(parts.total):
         raise NonFiniteLossError(
             f"non-finite loss ({parts.total.item()}) at epoch {state.epoch + 1}, step {state.step + 1} (batch of "
@@ -234,7 +245,7 @@ def step(model: torch.nn.Module, s: Setup, state: State, tally: Tally, idx: torc
     if cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(s.net.parameters(), cfg.grad_clip)
     state.optimizer.step()
-    tally.add(parts, y)
+    tally.add(parts, y)  # the accuracy against every image's true label, hidden from the objective or not
     state.step += 1
 
 
@@ -287,7 +298,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                              find_unused_parameters=cfg.objective == "discriminative" or cfg.untie)
     if cfg.compile:
         model = torch.compile(model)
-    n_train = len(data.train_x)
+
+    def order_of(epoch: int) -> torch.Tensor:  # a pure function of (seed, epoch): nothing to resume
+        # laid out in batches of one step over all ranks, so N ranks of B equal one process of N x B
+        return epoch_order(len(data.train_x), cfg.seed, epoch, data.labelled, cfg.labelled_share,
+                           cfg.batch_size * s.world_size)
+
+    n_train = len(order_of(0))  # images per epoch: the same in every epoch
     steps_per_epoch = math.ceil(n_train // s.world_size / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     net.train()
@@ -297,7 +314,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         while state.epoch < cfg.epochs:
             t0 = time.perf_counter() - state.seconds
             tally = Tally(TrainMeasures, s.device, state.partial)
-            order = shard_indices(epoch_permutation(n_train, cfg.seed, state.epoch), s.rank, s.world_size)
+            order = shard_indices(order_of(state.epoch), s.rank, s.world_size)
             batches = order.to(s.device).split(cfg.batch_size)
             bar = _progress(len(batches), state.step, f"epoch {state.epoch + 1}/{cfg.epochs}", s.is_main)
             while state.step < len(batches):
@@ -330,6 +347,7 @@ def finish(s: Setup, history: list[dict[str, Any]], log: Callable[[str], object]
                **{f"val_{k}": v for k, v in val.as_dict().items()},
                **{f"test_{k}": v for k, v in test.as_dict().items()},
                "n_train": len(data.train_x), "n_val": len(data.val_x), "n_test": len(data.test_x),
+               **_labelled_counts(data),
                "device": str(data.train_x.device), "threads": torch.get_num_threads(), "run_dir": str(s.run_dir)}
     if s.is_main:
         runs.write_json(s.run_dir / runs.SUMMARY_NAME, summary)
@@ -341,6 +359,14 @@ def finish(s: Setup, history: list[dict[str, Any]], log: Callable[[str], object]
             f"({val.reverse_nll_sum:.1f} nats per image), test_acc {test.acc:.4f}, "
             f"{summary['seconds']:.1f} s training; run folder {s.run_dir}")
     return summary
+
+
+def _labelled_counts(data: Splits) -> dict[str, Any]:
+    """``--labels N``: how many training images kept their labels, per class (the summary records them)."""
+    if data.labelled is None:
+        return {}
+    kept = data.train_y[data.labelled].cpu()
+    return {"n_labelled": len(kept), "labelled_per_class": torch.bincount(kept).tolist()}
 
 
 def _cannot_write(s: Setup, error: BaseException, what: str) -> runs.RunDirError:
