@@ -27,9 +27,8 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .semi_supervised import UNLABELLED, check_partial_labels
 from .units import all_bit_states, log1p_exp
-from .validation import check_images, check_labels
+from .validation import UNLABELLED, check_images, check_labels, check_partial_labels
 
 if TYPE_CHECKING:     # model.py builds on this module (DCIM inherits PyroModels): no runtime import back
     from .model import DCIM

@@ -26,14 +26,16 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
+from .chain import Chain
+from .inference.logistic import softplus
+from .validation import UNLABELLED, check_partial_labels
+
 if TYPE_CHECKING:
     from .model import DCIM
 
 __all__ = ["UNLABELLED", "CLASS_ESTIMATES", "MixedParticles", "mixed_particles", "class_log_joint",
            "forward_log_prob", "check_partial_labels"]
 
-#: the label of an image whose class is not observed
-UNLABELLED = -1
 #: how an unlabelled image's class enters its weights
 CLASS_ESTIMATES = ("sum", "sample")
 
@@ -55,26 +57,12 @@ class MixedParticles:
     posterior: torch.Tensor
 
 
-def check_partial_labels(y: torch.Tensor, num_classes: int, batch: int) -> None:
-    """``y``: one class index or :data:`UNLABELLED` per image (shapes always; values when Pyro validates)."""
-    from pyro.infer.util import is_validation_enabled
-
-    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.shape != (batch,):
-        raise ValueError(f"y must hold one integer class index or {UNLABELLED} (unlabelled) per image, shape "
-                         f"({batch},), got {getattr(y, 'shape', type(y).__name__)}")
-    if is_validation_enabled() and y.numel() and (int(y.min()) < UNLABELLED or int(y.max()) >= num_classes):
-        raise ValueError(f"y must hold classes 0..{num_classes - 1} or {UNLABELLED} (unlabelled), got values in "
-                         f"[{int(y.min())}, {int(y.max())}]")
-
-
 def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: int, class_estimate: str = "sum",
                     generator: Optional[torch.Generator] = None,
                     class_prior: Optional[torch.Tensor] = None) -> MixedParticles:
     """Draw and score ``particles`` forward-chain particles per image; rows with ``y == UNLABELLED`` have a
     latent class, handled as ``class_estimate`` says (module docstring).  ``class_prior``: ``p(c)``,
     uniform unless given."""
-    from .chain import Chain
-
     if class_estimate not in CLASS_ESTIMATES:
         raise ValueError(f"class_estimate must be one of {', '.join(CLASS_ESTIMATES)}, got {class_estimate!r}")
     c = net.num_classes
@@ -110,8 +98,6 @@ def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: i
 
 def _log_prob(logits: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
     """``Σ log Bernoulli(target; σ(logits))`` over the last ``event_dims`` dimensions (broadcast)."""
-    from .inference.logistic import softplus  # the inference package imports the Pyro models
-
     return (target * logits - softplus(logits)).flatten(-event_dims).sum(-1)
 
 
@@ -130,8 +116,6 @@ def class_log_joint(net: "DCIM", bits: dict[int, torch.Tensor], x0: torch.Tensor
 
     Only ``p(x^{n-1} | c)`` depends on ``c``: scored for all classes with one ``(m_{n-1} × C)`` product;
     ``Σ_k log p(x^{k-1} | x^k)`` down to the image is shared."""
-    from .inference.logistic import softplus
-
     n = net.num_layers
     classes = net.class_state(torch.arange(net.num_classes, device=x0.device))
     top = net.conditional_logits(n - 1, classes, "reverse").flatten(1)             # (C, m_{n-1})

@@ -14,10 +14,12 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 __all__ = ["check_images", "check_labels", "check_state", "as_labels", "check_direction", "check_binary",
-           "check_class_batch", "DIRECTIONS"]
+           "check_class_batch", "check_partial_labels", "DIRECTIONS", "UNLABELLED"]
 
 #: The two chains of the DCIM: forward (eq. 13) and reverse (eq. 17-18).
 DIRECTIONS = ("forward", "reverse")
+#: The label of an image whose class is not observed (``fit --labels N``, :mod:`pyro_dcim.semi_supervised`).
+UNLABELLED = -1
 
 
 def check_direction(direction: str) -> str:
@@ -107,3 +109,13 @@ def check_class_batch(y: torch.Tensor, x0: torch.Tensor, input_shape: Sequence[i
         raise ValueError(f"{name} must be class indices shaped (batch,), got {tuple(y.shape)}{squeeze}")
     if y.shape[0] != batch[0]:
         raise ValueError(f"x0 holds {batch[0]} images but {name} holds {y.shape[0]} classes; give one class per image")
+
+
+def check_partial_labels(y: torch.Tensor, num_classes: int, batch: int) -> None:
+    """``y``: one class index or :data:`UNLABELLED` per image (shapes always; values when Pyro validates)."""
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.shape != (batch,):
+        raise ValueError(f"y must hold one integer class index or {UNLABELLED} (unlabelled) per image, shape "
+                         f"({batch},), got {getattr(y, 'shape', type(y).__name__)}")
+    if is_validation_enabled() and y.numel() and (int(y.min()) < UNLABELLED or int(y.max()) >= num_classes):
+        raise ValueError(f"y must hold classes 0..{num_classes - 1} or {UNLABELLED} (unlabelled), got values in "
+                         f"[{int(y.min())}, {int(y.max())}]")
