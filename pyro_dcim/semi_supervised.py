@@ -5,7 +5,8 @@ An unlabelled image's class ``x^n`` is latent, and the generator is trained by
 chain as for labelled images (``Chain.sample``, the draws of
 :func:`~pyro_dcim.objectives.wake_particles`).  In the reverse chain only the top conditional
 ``p(x^{n-1} | c)`` depends on the class, so every class's ``log p(x^0, h_s | c)`` costs one
-``(m_{n-1} × C)`` product per particle (:func:`class_log_joint`).  The class then enters the weights
+``(m_{n-1} × C)`` product per particle (the IS-K protocol's
+:func:`~pyro_dcim.inference.importance_weighted.reverse_log_joint`).  The class then enters the weights
 
 * ``"sum"``: exactly, ``w_s = Σ_c p(c) p(x^0, h_s | c) / q(h_s | x^0)``, or
 * ``"sample"``: proposed with the layers by the forward chain, ``y_s ~ p(x^n | x^{n-1}_s)``, and
@@ -27,14 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from .chain import Chain
-from .inference.logistic import softplus
+from .inference.importance_weighted import forward_log_prob, reverse_log_joint
 from .validation import UNLABELLED, check_partial_labels
 
 if TYPE_CHECKING:
     from .model import DCIM
 
-__all__ = ["UNLABELLED", "CLASS_ESTIMATES", "MixedParticles", "mixed_particles", "class_log_joint",
-           "forward_log_prob", "check_partial_labels"]
+__all__ = ["UNLABELLED", "CLASS_ESTIMATES", "MixedParticles", "mixed_particles", "check_partial_labels"]
 
 #: how an unlabelled image's class enters its weights
 CLASS_ESTIMATES = ("sum", "sample")
@@ -71,7 +71,7 @@ def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: i
     flat = forward.sample(forward.start_state(x0, None), particles, generator)   # no gradient through draws
     bits = {k: b.reshape(*b.shape[:2], *net.shapes[k]) for k, b in flat.items()}
     log_q = forward_log_prob(net, x0, bits)
-    log_joint = class_log_joint(net, bits, x0)                                    # (K, B, C): log p(x^0, h | c)
+    log_joint = reverse_log_joint(net, bits, x0)                                  # (K, B, C): log p(x^0, h | c)
     log_prior = (x0.new_full((c,), -math.log(c)) if class_prior is None else class_prior.to(x0).log())
     seen = y.clamp(min=0)
     given = log_joint.gather(-1, seen.view(1, -1, 1).expand(particles, -1, 1)).squeeze(-1)
@@ -94,34 +94,3 @@ def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: i
     posterior = (torch.softmax(log_w, 0).unsqueeze(-1) * per_particle).sum(0)
     posterior = torch.where(labelled.unsqueeze(-1), F.one_hot(seen, c).to(x0.dtype), posterior)
     return MixedParticles(log_p, log_q, log_w, posterior)
-
-
-def _log_prob(logits: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
-    """``Σ log Bernoulli(target; σ(logits))`` over the last ``event_dims`` dimensions (broadcast)."""
-    return (target * logits - softplus(logits)).flatten(-event_dims).sum(-1)
-
-
-def forward_log_prob(net: "DCIM", x0: torch.Tensor, bits: dict[int, torch.Tensor]) -> torch.Tensor:
-    """``log q(h | x^0) = Σ_k log p(x^k | x^{k-1})`` of the forward chain (eq. 13) for hidden states
-    ``{k: bits (particles, batch, *shape_k)}``: ``(particles, batch)``; layer 1's logits once per image."""
-    parent, total = net.units.state(x0), 0.0
-    for k in range(1, net.num_layers):
-        total = total + _log_prob(net.conditional_logits(k, parent), bits[k], len(net.shapes[k]))
-        parent = net.units.state(bits[k])
-    return total
-
-
-def class_log_joint(net: "DCIM", bits: dict[int, torch.Tensor], x0: torch.Tensor) -> torch.Tensor:
-    """``log p(x^0, h | c)`` of the reverse chain (eq. 17-18) for every class ``c``: ``(particles, batch, C)``.
-
-    Only ``p(x^{n-1} | c)`` depends on ``c``: scored for all classes with one ``(m_{n-1} × C)`` product;
-    ``Σ_k log p(x^{k-1} | x^k)`` down to the image is shared."""
-    n = net.num_layers
-    classes = net.class_state(torch.arange(net.num_classes, device=x0.device))
-    top = net.conditional_logits(n - 1, classes, "reverse").flatten(1)             # (C, m_{n-1})
-    log_p = bits[n - 1].flatten(2) @ top.T - softplus(top).sum(-1)
-    rest = 0.0
-    for k in range(n - 1, 0, -1):
-        logits = net.conditional_logits(k - 1, net.units.state(bits[k]), "reverse")
-        rest = rest + _log_prob(logits, bits[k - 1] if k > 1 else x0, len(net.shapes[k - 1]))
-    return log_p + rest.unsqueeze(-1)
