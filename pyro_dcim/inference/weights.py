@@ -95,8 +95,8 @@ def weight_diagnostics(log_w: torch.Tensor, *, what: str = "importance sampling"
 def warn_unreliable(reliable: torch.Tensor, what: str, *, posterior_check: bool = False) -> None:
     bad = int((~reliable).sum())
     if bad:
-        why = (f"Pareto k̂ > {KHAT_THRESHOLD}, or a sample ESS over twice the posterior's (posterior_check)"
-               if posterior_check else f"Pareto k̂ > {KHAT_THRESHOLD}")
+        why = (f"Pareto k̂ > {KHAT_THRESHOLD}, or a sample ESS over twice the reported one (the probe or "
+               "posterior_check saw mass the samples missed)" if posterior_check else f"Pareto k̂ > {KHAT_THRESHOLD}")
         warnings.warn(
             f"{what}: {bad} of {reliable.numel()} images have {why}; their estimates and "
             "error bars cannot be trusted (see .reliable). Use more samples, proposal='forward', "
