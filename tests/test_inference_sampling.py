@@ -35,7 +35,7 @@ from pyro_dcim.inference.sampling import (
     _target,
     default_chunk_size,
 )
-from pyro_dcim.inference.streamed import WeightedMoments
+from pyro_dcim.inference.streamed import FEW_PARTICLES, WeightedMoments
 
 # Large weights (σ = 2): see test_mean_field_is_visibly_wrong_on_these_nets.
 NETS = [([4, 3, 3], (6,), "01", 0), ([4, 3, 3], (6,), "01", 1), ([3, 4, 2, 3], (5,), "01", 2),
@@ -186,9 +186,15 @@ def test_streamed_moments_equal_one_pass(kind):
     w = torch.softmax(log_w, 0)
     assert torch.allclose(mean["v"], (w[..., None] * v).sum(0))
     expected_var = (w[..., None] ** 2 * (v - mean["v"]) ** 2).sum(0)
-    if kind == "binary":   # at least the binomial variance at the Laplace-adjusted mean
+    if kind == "binary":
+        # few effective particles on (or off): the largest weight added; then at least the binomial
+        # variance at the Laplace-adjusted mean
         q = (1 / ess)[:, None]
         p_adj = (mean["v"] + q) / (1 + 2 * q)
+        on = (w[..., None] ** 2 * v).sum(0)
+        few = torch.minimum(mean["v"] ** 2 / on, (1 - mean["v"]) ** 2 / (q - on)) < FEW_PARTICLES
+        largest = (w.max(0).values[:, None] * torch.maximum(p_adj, 1 - p_adj)) ** 2
+        expected_var = torch.where(few, expected_var + largest, expected_var)
         expected_var = torch.maximum(expected_var, p_adj * (1 - p_adj) * q)
     expected_var = expected_var * (ess / (ess - 1))[:, None]
     assert torch.allclose(se["v"], expected_var.clamp_min(0).sqrt(), atol=1e-7)

@@ -14,7 +14,10 @@ import torch
 
 from .weights import tail_length
 
-__all__ = ["WeightedMoments"]
+__all__ = ["WeightedMoments", "FEW_PARTICLES"]
+
+#: A 0/1 unit on (or off) in fewer effective particles than this gets the largest weight added to its variance.
+FEW_PARTICLES = 10
 
 
 class _Tail:
@@ -160,7 +163,9 @@ class WeightedMoments:
         ``smoothed``: the Pareto-smoothed normalised log-weights of all particles ``(S, B)``;
         they differ from the raw ones by one factor ``c`` outside the kept tail, so every
         weighted sum is ``c² · (total − tail, raw) + tail, smoothed`` (in float64).  For 0/1
-        values the variance is at least the binomial one at the Laplace-adjusted mean.
+        values the variance is at least the binomial one at the Laplace-adjusted mean, and a unit on
+        (or off) in fewer than :data:`FEW_PARTICLES` effective particles has the largest normalised
+        weight's share added to it (one more such particle could carry it).
         """
         sw, sw2 = self.sw.double(), self.sw2.double()
         if smoothed is None or self.tail is None:
@@ -173,6 +178,8 @@ class WeightedMoments:
             c = (1 - smooth.sum(0)).clamp_min(0) / (1 - raw.sum(0)).clamp_min(1e-300)
             sum_sq = c ** 2 * (sw2 / sw ** 2 - (raw ** 2).sum(0)) + (smooth ** 2).sum(0)
             tail = (raw, smooth)
+        # the largest normalised weight (the kept tail holds it; raw weights are e / Σe with max e = 1)
+        w_max = (1 / sw) if tail is None else tail[1].max(0).values
         ess = 1.0 / sum_sq
         # ess/(ess-1): the usual n/(n-1) correction, exact for equal weights
         correction = ess / (ess - 1).clamp_min(1e-12)
@@ -196,7 +203,13 @@ class WeightedMoments:
                 # Laplace-adjusted p̃ = (p̂ ESS + 1) / (ESS + 2) keeps its error bar from collapsing
                 q = per(sum_sq)
                 p_adj = (m1 + q) / (1 + 2 * q)
-                var = torch.maximum(var, p_adj * (1 - p_adj) * q)
+                # a unit on (or off) in few effective particles, (Σ w̃ f)² / Σ w̃² f: its variance rests on a
+                # handful of weights and runs low (|z| 5-10 where the image's ESS was right); one more such
+                # particle could carry the largest weight seen, so that is added to the variance
+                few = torch.minimum(m1 ** 2 / m2.clamp_min(1e-300),
+                                    (1 - m1) ** 2 / (q - m2).clamp_min(1e-300)) < FEW_PARTICLES
+                extra = (per(w_max) * torch.maximum(p_adj, 1 - p_adj)) ** 2
+                var = torch.maximum(torch.where(few, var + extra, var), p_adj * (1 - p_adj) * q)
             means[name] = m1.to(s1.dtype)
             stderrs[name] = (var.clamp_min(0) * per(correction)).sqrt().to(s1.dtype)
         log_mean_w = self.shift + (self.sw / self.count).log()
