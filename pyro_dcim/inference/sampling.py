@@ -10,8 +10,9 @@ plate, so all images would share one weight; it is not used.)
   Rao-Blackwellised: the estimate of a layer's marginal is the mean of its
   conditional ``p(x^k = 1 | parent_s)`` over the samples, the class estimate
   ``mean_s p(x^n | x^{n-1}_s)``;
-* self-normalised importance sampling with a proposal (by default the mean-field
-  guide ``q(x^k) = Π_i Bernoulli(μ^k_i)``, eq. 14), for the same marginals or, with
+* self-normalised importance sampling with a proposal (given the image, by default the
+  defensive mixture of the mean-field guide ``q(x^k) = Π_i Bernoulli(μ^k_i)``, eq. 14, and
+  the target's own prior chain, :mod:`.defensive`), for the same marginals or, with
   the far end observed, for the posterior ``p(x^1..x^{n-1} | x^0, x^n)`` and the
   evidence ``log p(x^n | x^0)`` (forward) or ``log p(x^0 | x^n)`` (reverse).
 
@@ -22,6 +23,8 @@ reported, and images with ``k̂ > 0.7`` are flagged (``.reliable``) with one war
 estimates use the smoothed weights too, except the evidence, which stays the raw (unbiased)
 ``log mean_s w_s``.  Only the largest weights are smoothed, so a stream of chunks keeps the
 readouts of the current largest-weight particles and corrects the streamed sums at the end.
+For posteriors the ESS is also looked at from outside the samples: by the probe (:mod:`.probe`,
+default) and, when asked, the Gibbs check (:mod:`.posterior_check`).
 """
 
 from __future__ import annotations
