@@ -13,9 +13,9 @@ scores ``w / Ẑ`` at the states it visits.  The two estimates miss in the same 
 optimistic about mass it does not reach), so the smaller ESS is the one to report, and a sample ESS
 more than twice the posterior's says the proposal missed mass: the image is flagged.
 
-Optional (``importance_marginals(..., posterior_check=100)``): 150 sweeps of 4 chains per image cost
-29-468× the cost of S mean-field passes on the dense 784-512-512-10 net.  The default looks with the
-cheaper probe (:mod:`.probe`); each reaches modes the other misses.
+Optional (``importance_marginals(..., posterior_check=100)``): with its 150 sweeps of 4 chains per image,
+importance sampling costs 29-468× ``S`` mean-field passes on the dense 784-512-512-10 net.  The default
+looks with the cheaper probe (:mod:`.probe`); each reaches modes the other misses.
 """
 
 from __future__ import annotations
