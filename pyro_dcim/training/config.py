@@ -117,6 +117,12 @@ class TrainConfig:
     sleep_weight: Optional[float] = setting(None, "rws / wake-sleep: weight of the sleep-phi gradient on dreams "
                                             "of the reverse model", "model and objective", minimum=0,
                                             default_text="rws 0, wake-sleep 1", metavar="W")
+    warm_start_epochs: float = setting(0.0, "train discriminatively first: the reverse (generative) term has weight 0 "
+                                       "for this many epochs", "model and objective", minimum=0, metavar="E",
+                                       default_text="0, the reverse weight from the first step")
+    ramp_epochs: float = setting(0.0, "after the warm start, raise the reverse term's weight linearly from 0 to "
+                                 "--reverse-weight over this many epochs (per step)", "model and objective", minimum=0,
+                                 metavar="E", default_text="0, at once")
     untie: Optional[bool] = setting(None, "separate forward and reverse weights (same architecture, biases shared), "
                                     "initialised equal: the tying ablation", "model and objective",
                                     default_text="no (tied); yes for generative")

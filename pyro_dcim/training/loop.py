@@ -71,6 +71,17 @@ def lr_at(cfg: TrainConfig, progress: float) -> float:
     return cfg.lr
 
 
+def reverse_weight_at(cfg: TrainConfig, epochs_done: float) -> float:
+    """The reverse term's weight after ``epochs_done`` (fractional) epochs: 0 during ``--warm-start-epochs``
+    (a discriminative warm start), then linear up to ``--reverse-weight`` over ``--ramp-epochs``."""
+    t = epochs_done - cfg.warm_start_epochs
+    if t < 0:
+        return 0.0
+    if t < cfg.ramp_epochs:
+        return cfg.reverse_weight * t / cfg.ramp_epochs
+    return cfg.reverse_weight
+
+
 def objective_call(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool,
                    partial_labels: bool = True) -> tuple[Callable, dict]:
     """The objective of ``cfg`` and exactly the settings it takes (config names mapped to its own).
@@ -127,6 +138,12 @@ def setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Setup:
     if cfg.labels is not None and cfg.objective not in LABELS_OPTIONAL:
         raise ConfigError(f"--labels {cfg.labels} needs an objective that can learn without labels "
                           f"({', '.join(LABELS_OPTIONAL)}), not {cfg.objective}")
+    if (cfg.warm_start_epochs or cfg.ramp_epochs) and cfg.objective == "discriminative":
+        raise ConfigError("--warm-start-epochs / --ramp-epochs ramp the reverse term, which the discriminative "
+                          "objective does not have")
+    if (cfg.warm_start_epochs or cfg.ramp_epochs) and cfg.compile:
+        raise ConfigError("--warm-start-epochs / --ramp-epochs change the reverse weight every step, which would "
+                          "recompile a --compile'd loss each time; leave out --compile")
     device = resolve_device(cfg.device)
     if cfg.threads:
         # intra-op threads spin-wait: on 2 shared cores, 2 threads ran the dense net 10-20x slower
@@ -294,8 +311,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     # the loss as one module, so DistributedDataParallel (under torchrun) syncs its gradients; the
     # discriminative net's reverse loss is measured in the eval pass, not per step
     objective, settings = objective_call(cfg, state.generator, report_reverse=False)
-    model = distributed.wrap(distributed.ObjectiveModule(net, objective, **settings), s.device,
-                             find_unused_parameters=cfg.objective == "discriminative" or cfg.untie)
+    module = distributed.ObjectiveModule(net, objective, **settings)
+    ramped = cfg.warm_start_epochs > 0 or cfg.ramp_epochs > 0
+    model = distributed.wrap(module, s.device,
+                             find_unused_parameters=cfg.objective == "discriminative" or cfg.untie or ramped)
     if cfg.compile:
         model = torch.compile(model)
 
@@ -319,6 +338,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             bar = _progress(len(batches), state.step, f"epoch {state.epoch + 1}/{cfg.epochs}", s.is_main)
             while state.step < len(batches):
                 lr = lr_at(cfg, (state.epoch * steps_per_epoch + state.step) / total_steps)
+                if ramped:  # a pure function of the position, so a resumed run ramps on exactly as before
+                    module.settings["reverse_weight"] = reverse_weight_at(cfg, state.epoch + state.step / len(batches))
                 step(model, s, state, tally, batches[state.step], lr)
                 if bar is not None:
                     bar.update(1)
