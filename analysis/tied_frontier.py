@@ -13,9 +13,7 @@ command it prints at the end).  Each run takes 5-15 min on one core of this mach
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import time
+from _queue import run_queue
 from pathlib import Path
 
 #: common settings: the tied rows of generator_comparison.md
@@ -46,30 +44,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     args = p.parse_args()
-    names = args.only or list(RUNS)
-    todo = [n for n in names if not (args.root / n / "summary.json").exists()]
-    print(f"{len(names) - len(todo)} of {len(names)} runs done; {len(todo)} to train, about 5-15 min each on one "
-          f"core (~{5 * len(todo)}-{15 * len(todo)} min)", flush=True)
-    for name in todo:
-        out = args.root / name
-        if (out / "checkpoint.pt").exists():
-            cmd = [sys.executable, "-m", "pyro_dcim.fit", "--resume", str(out), "--threads", str(args.threads)]
-        else:
-            cmd = [sys.executable, "-m", "pyro_dcim.fit", *COMMON, *RUNS[name], "--threads", str(args.threads),
-                   "--out", str(out)]
-        print("$", " ".join(cmd), flush=True)
-        if args.dry_run:
-            continue
-        t0 = time.perf_counter()
-        rc = subprocess.call(cmd)
-        if rc != 0:
-            print(f"{name}: fit exited with {rc}; the same command resumes it", flush=True)
-            return rc
-        print(f"{name}: done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    runs = " ".join(str(args.root / n) for n in names)
-    print(f"saved {len(names)} tied runs under {args.root}; evaluate: python analysis/generator_comparison.py "
-          f"--runs {runs} --images 16 --marginal-images 5 --steps 100 --chains 4", flush=True)
-    return 0
+    runs = {n: RUNS[n] for n in (args.only or RUNS)}
+    rc = run_queue(args.root, runs, COMMON, args.threads, args.dry_run)
+    if rc == 0:
+        print("evaluate: python analysis/generator_comparison.py --runs "
+              + " ".join(str(args.root / n) for n in runs) + " --images 16 --marginal-images 5 --steps 100 --chains 4")
+    return rc
 
 
 if __name__ == "__main__":

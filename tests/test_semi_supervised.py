@@ -39,8 +39,9 @@ def test_label_selection_is_balanced_deterministic_and_seeded():
     assert not torch.equal(select_labels(y, 100, seed=1), select_labels(y, 100, seed=2))
     # the classes that get the 5 labels left over by 105 = 10 x 10 + 5 are drawn by the seed too
     assert len({tuple(torch.bincount(y[select_labels(y, 105, seed=s)]).tolist()) for s in range(6)}) > 1
-    with pytest.raises(ConfigError, match="at least 10"):
-        select_labels(y, 0, seed=0)
+    with pytest.raises(ConfigError, match="at least 10, or 0 for unsupervised"):
+        select_labels(y, 5, seed=0)
+    assert select_labels(y, 0, seed=0).numel() == 0
     with pytest.raises(ConfigError, match="class 0"):
         select_labels(y[y != 0], 20, seed=0, num_classes=10)
 
@@ -228,7 +229,9 @@ def test_labels_on_the_command_line(tmp_path, capsys):
 
     assert cfg().labels is None and cfg("--labels", "all").labels is None and cfg("--labels", "100").labels == 100
     common = ["--arch", "16-10", "--train-size", "200", "--val-size", "50", "--epochs", "1", "--no-figures"]
-    for argv, words in [(["--labels", "0", "--objective", "generative"], "unsupervised"),
+    for argv, words in [(["--labels", "5", "--objective", "generative"], "0 for unsupervised"),
+                        (["--labels", "0", "--objective", "discriminative"], "nothing to learn from"),
+                        (["--labels", "20", "--objective", "generative", "--classes", "12"], "--labels 0"),
                         (["--labels", "20", "--objective", "bidirectional"], "can learn without labels"),
                         (["--labels", "20", "--labelled-share", "1"], "must be < 1"),
                         (["--labels", "5000", "--objective", "generative"], "more than the 200")]:

@@ -90,8 +90,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=SCHEDULES, default="sigmoid", help="AIS temperature schedule")
     p.add_argument("--no-unconditional", dest="unconditional", action="store_false",
                    help="ais: skip -log p(x0), which costs one AIS run per class (is: always computed, free)")
-    p.add_argument("--class-prior", choices=("train", "uniform"), default="train",
-                   help="p(y) of the unconditional likelihood: training class frequencies or uniform")
+    p.add_argument("--class-prior", choices=("train", "uniform"), default=None,
+                   help="p(y) of the unconditional likelihood: training class frequencies or uniform (default "
+                   "train; uniform for an unsupervised run, whose components are not the classes)")
     p.add_argument("--bdmc", action="store_true",
                    help="ais: also the BDMC gap on simulated digits (is: --calibrate runs it)")
     p.add_argument("--bdmc-images", type=int, default=10, help="simulated digits for BDMC")
@@ -336,6 +337,13 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                     dist.init_process_group("gloo")
             net = load_model(args.run_dir, map_location=resolve_device(args.device)).eval()
             config = read_config(args.run_dir)
+            if config.get("labels") == 0:  # fit --labels 0: the class layer is a mixture, not the digit classes
+                if args.class_prior == "train":
+                    raise ConfigError(f"{args.run_dir} is unsupervised (--labels 0): its components are not the "
+                                      "classes, so p(y) is uniform; leave out --class-prior train")
+                args.class_prior = "uniform"
+            args.class_prior = args.class_prior or "train"
+            args.unsupervised = config.get("labels") == 0
             if not args.images:
                 args.images = len(load_dataset(config.get("dataset", "mnist-subset"), args.split,
                                                config.get("data_dir"))[1])

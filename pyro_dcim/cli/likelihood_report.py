@@ -46,6 +46,7 @@ def summarise(args, folder: ResultFolder, kind: str) -> dict:
     rows = folder.rows(kind, range(n))
     s: dict = {"run": str(args.run_dir), "method": args.method, "images": n, "split": args.split,
                "protocol": PROTOCOL, "seed": args.seed, "class_prior": args.class_prior,
+               "unsupervised": getattr(args, "unsupervised", False),
                "world_size": int(os.environ.get("WORLD_SIZE", 1))}
     if args.method == "is":
         proposal = "the run's forward chain q(h | x0)" if args.proposal == "forward" else \
@@ -99,6 +100,9 @@ def describe(s: dict) -> str:
              f"  protocol: {s['protocol']}",
              f"  -log p(x0 | y) = {c['mean']:.2f} ± {c['se_images']:.2f} nats (± over digits; Monte Carlo ± "
              f"{c['se_mc']:.2f})"]
+    if s.get("unsupervised"):
+        lines.append("  (an unsupervised run: its components are not the classes, so -log p(x0 | y) conditions on "
+                     "component y = the digit's label and means nothing; read -log p(x0))")
     u = s.get("nll_unconditional")
     if u:
         lines.append(f"  -log p(x0)     = {u['mean']:.2f} ± {u['se_images']:.2f} nats (Monte Carlo ± {u['se_mc']:.2f}; "

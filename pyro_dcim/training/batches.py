@@ -41,9 +41,11 @@ def select_labels(y: torch.Tensor, n: int, seed: int, num_classes: Optional[int]
     ``(y, n, seed)``: every rank, and a resumed run, keeps the same labels."""
     y = y.cpu()
     classes = int(y.max()) + 1 if num_classes is None else num_classes
+    if n == 0:  # unsupervised
+        return torch.zeros(0, dtype=torch.long)
     if n < classes:
         raise ConfigError(f"--labels {n} cannot give each of the {classes} classes a label; give at least "
-                          f"{classes} (--labels 0, unsupervised, is not implemented yet)")
+                          f"{classes}, or 0 for unsupervised learning")
     g = torch.Generator().manual_seed(seed * 1_000_003 + _LABEL_STREAM)
     counts = torch.full((classes,), n // classes, dtype=torch.long)
     counts[torch.randperm(classes, generator=g)[:n % classes]] += 1
@@ -75,6 +77,8 @@ def epoch_order(n: int, seed: int, epoch: int, labelled: Optional[torch.Tensor] 
         return perm
     per_batch = round(share * batch_size)
     n_labelled = int(labelled.sum())
+    if n_labelled == 0:  # --labels 0: every image is unlabelled
+        return perm
     if per_batch * n <= n_labelled * batch_size or per_batch >= batch_size:  # already that share, or no room
         return perm
     unlabelled = perm[~labelled.cpu()[perm]]

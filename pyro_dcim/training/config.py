@@ -130,11 +130,14 @@ class TrainConfig:
                                     "weights: summed exactly over the classes, or sampled with the layers from the "
                                     "forward chain (docs/semi_supervised.md)", "model and objective",
                                     choices=("sum", "sample"))
-    unlabelled_class_weight: float = setting(0.0, "with --labels N: weight of the unlabelled images' class term, the "
-                                             "cross-entropy of q(x^n | x^0) against the generator's posterior "
-                                             "p(x^n | x^0)", "model and objective", minimum=0, metavar="W",
-                                             default_text="0: at 0.1 and 1 it lowered the test accuracy, since the "
-                                             "generator's posterior classifies worse than q (docs/semi_supervised.md)")
+    unlabelled_class_weight: Optional[float] = setting(
+        None, "with --labels N: weight of the unlabelled images' class term, the cross-entropy of q(x^n | x^0) "
+        "against the generator's posterior p(x^n | x^0)", "model and objective", minimum=0, metavar="W",
+        default_text="0: at 0.1 and 1 it lowered the test accuracy, since the generator's posterior classifies "
+        "worse than q (docs/semi_supervised.md); 1 with --labels 0, where it is the classifier's only teacher")
+    classes: Optional[int] = setting(None, "with --labels 0: the number of mixture components C of the class layer "
+                                     "(replaces the spec's last entry)", "model and objective", minimum=2,
+                                     metavar="C", default_text="the dataset's classes (10)")
     dataset: str = setting("mnist-subset", "mnist-subset: bundled 10k+2k MNIST digits, offline; mnist / "
                            "fashion-mnist: IDX files in --data-dir", "data", choices=DATASETS)
     data_dir: Optional[str] = setting(None, "folder with the four IDX files (.gz or not) or torchvision's "
@@ -149,7 +152,8 @@ class TrainConfig:
                            choices=("shift", "none"))
     labels: Optional[int] = setting(None, "keep the labels of N training images (balanced per class, chosen by "
                                     "--seed) and train on the others without theirs (objectives rws, wake-sleep, "
-                                    "generative; discriminative uses the N alone); all: every label", "data",
+                                    "generative; discriminative uses the N alone); 0: unsupervised, the class "
+                                    "layer a mixture of --classes components; all: every label", "data",
                                     minimum=0, metavar="N|all", default_text="all", none_word="all")
     labelled_share: Optional[float] = setting(0.1, "with --labels N: draw this fraction of every batch from the N "
                                               "labelled images, repeated as needed (an epoch is then one pass over "
@@ -199,6 +203,8 @@ class TrainConfig:
         for name, value in objective_defaults(self.objective).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.unlabelled_class_weight is None:  # unsupervised, the class layer learns from the generator alone
+            self.unlabelled_class_weight = 1.0 if self.labels == 0 else 0.0
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting (its declared choices or bounds)."""

@@ -29,15 +29,16 @@ import torch
 from ..init import init_input_bias, initialise
 from ..model import DCIM
 from ..objectives import get_objective, objective_settings, sampled_layer
-from ..spec import SpecError
-from ..validation import check_images
+from ..spec import SpecError, parse_spec
+from ..validation import UNLABELLED, check_images
 from . import distributed, runs
 from .atomic import write_error
 from .batches import Splits, epoch_order, load_splits, observed_labels, random_shift, shard_indices
 from .checkpoint import Architecture, CheckpointError, load_checkpoint, load_parameters, model_state, save_checkpoint
 from .config import OPTIMIZERS, ConfigError, TrainConfig, resolve_device
-from .metrics import EpochRow, Measures, Tally, TrainMeasures
+from .metrics import EpochRow, Measures, Tally, TrainMeasures, cluster_accuracy
 from .rng import rng_state, seed_everything, set_rng_state
+from .schedule import lr_at, reverse_weight_at
 from .signals import StopSignals, TrainingInterrupted
 
 __all__ = ["TrainResult", "NonFiniteLossError", "train", "evaluate", "build_model", "lr_at", "LABELS_OPTIONAL"]
@@ -61,25 +62,10 @@ class TrainResult:
 
 def build_model(cfg: TrainConfig, input_shape: tuple[int, ...]) -> DCIM:
     """The DCIM of ``cfg.arch`` (a paper network's name or a spec); a bad spec raises SpecError."""
-    return DCIM.from_spec(cfg.arch, input_shape=input_shape, units=cfg.units)
-
-
-def lr_at(cfg: TrainConfig, progress: float) -> float:
-    """Learning rate at ``progress`` in [0, 1) of the run: constant, or cosine decay to 0."""
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return cfg.lr
-
-
-def reverse_weight_at(cfg: TrainConfig, epochs_done: float) -> float:
-    """The reverse term's weight after ``epochs_done`` (fractional) epochs: 0 during ``--warm-start-epochs``
-    (a discriminative warm start), then linear up to ``--reverse-weight`` over ``--ramp-epochs``."""
-    t = epochs_done - cfg.warm_start_epochs
-    if t < 0:
-        return 0.0
-    if t < cfg.ramp_epochs:
-        return cfg.reverse_weight * t / cfg.ramp_epochs
-    return cfg.reverse_weight
+    spec = cfg.arch
+    if cfg.classes is not None:  # --labels 0: a mixture of C components in place of the dataset's classes
+        spec = [layer.as_notation() for layer in parse_spec(cfg.arch)[:-1]] + [cfg.classes]
+    return DCIM.from_spec(spec, input_shape=input_shape, units=cfg.units)
 
 
 def objective_call(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool,
@@ -104,13 +90,20 @@ def evaluate(net: DCIM, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> M
     was_training = net.training
     net.eval()
     generator = torch.Generator(device=x.device).manual_seed(cfg.seed + 7919)
-    objective, settings = objective_call(cfg, generator, report_reverse=True, partial_labels=False)
+    unsupervised = cfg.labels == 0  # the class is latent here too, and the accuracy a cluster accuracy
+    objective, settings = objective_call(cfg, generator, report_reverse=True, partial_labels=unsupervised)
     tally = Tally(Measures, x.device)
+    predicted = []
     for i in range(0, len(x), cfg.eval_batch_size):
         xb, yb = x[i:i + cfg.eval_batch_size], y[i:i + cfg.eval_batch_size]
-        tally.add(objective(net, xb, yb, **settings), yb)
+        parts = objective(net, xb, torch.full_like(yb, UNLABELLED) if unsupervised else yb, **settings)
+        tally.add(parts, yb)
+        predicted.append(parts.logits.argmax(-1))
     net.train(was_training)
-    return tally.means()
+    means = tally.means()
+    if unsupervised:
+        means = dataclasses.replace(means, acc=cluster_accuracy(torch.cat(predicted), y))
+    return means
 
 
 # -- setting up -------------------------------------------------------------------------------
@@ -138,6 +131,12 @@ def setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Setup:
     if cfg.labels is not None and cfg.objective not in LABELS_OPTIONAL:
         raise ConfigError(f"--labels {cfg.labels} needs an objective that can learn without labels "
                           f"({', '.join(LABELS_OPTIONAL)}), not {cfg.objective}")
+    if cfg.labels == 0 and cfg.objective == "discriminative":
+        raise ConfigError("--labels 0 leaves the discriminative objective nothing to learn from; use generative, "
+                          "rws or wake-sleep")
+    if cfg.classes is not None and cfg.labels != 0:
+        raise ConfigError(f"--classes {cfg.classes} sets the mixture components of an unsupervised run (--labels 0); "
+                          "with labels the class layer has the dataset's classes (end --arch with their number)")
     if (cfg.warm_start_epochs or cfg.ramp_epochs) and cfg.objective == "discriminative":
         raise ConfigError("--warm-start-epochs / --ramp-epochs ramp the reverse term, which the discriminative "
                           "objective does not have")
@@ -158,7 +157,7 @@ def setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Setup:
     if cfg.untie:  # before the optimiser sees the parameters; made equal again after the initialisation
         net.untie()
     n_labels = int(data.train_y.max()) + 1
-    if net.num_classes < n_labels:
+    if net.num_classes < n_labels and cfg.labels != 0:
         raise SpecError(f"the spec's last layer has {net.num_classes} classes but {cfg.dataset} has labels "
                         f"0..{n_labels - 1}; end the spec with {n_labels}")
     for x in (data.train_x, data.val_x, data.test_x):
@@ -269,8 +268,10 @@ def step(model: torch.nn.Module, s: Setup, state: State, tally: Tally, idx: torc
 def end_epoch(s: Setup, state: State, tally: Tally, lr: float, seconds: float, log: Callable[[str], object]) -> None:
     """Combine the ranks' sums, evaluate, then record the epoch: checkpoint first, metrics files after."""
     tally.sums = distributed.all_reduce_sum(tally.sums)  # a no-op on one process
-    row = EpochRow.of(state.epoch + 1, tally.means(), evaluate(s.net, s.cfg, s.data.val_x, s.data.val_y), lr,
-                      seconds)
+    train = tally.means()
+    if s.cfg.labels == 0:  # the components are not the classes: only the evaluation maps them (cluster accuracy)
+        train = dataclasses.replace(train, acc=math.nan)
+    row = EpochRow.of(state.epoch + 1, train, evaluate(s.net, s.cfg, s.data.val_x, s.data.val_y), lr, seconds)
     state.history.append(row.as_dict())
     state.epoch, state.step, state.partial, state.seconds = state.epoch + 1, 0, None, 0.0
     save(s, state)

@@ -11,7 +11,7 @@ import torch
 
 from ..objectives import ObjectiveParts
 
-__all__ = ["Measures", "TrainMeasures", "Tally", "EpochRow", "METRIC_COLUMNS"]
+__all__ = ["Measures", "TrainMeasures", "Tally", "EpochRow", "METRIC_COLUMNS", "cluster_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,20 @@ class EpochRow:
 
 #: the columns of ``metrics.csv``, in order; ``metrics.jsonl`` holds the same keys
 METRIC_COLUMNS = tuple(f.name for f in fields(EpochRow))
+
+
+def cluster_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of unsupervised components against the labels after the best one-to-one map of components
+    to classes (Hungarian, on the contingency table); components left without a class count as errors."""
+    from scipy.optimize import linear_sum_assignment
+
+    predicted, labels = predicted.cpu().long(), labels.cpu().long()
+    if predicted.shape != labels.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)} and labels {tuple(labels.shape)} differ in shape")
+    if not len(labels):
+        return math.nan
+    rows, cols = int(predicted.max()) + 1, int(labels.max()) + 1
+    table = torch.zeros(rows, cols, dtype=torch.long)
+    table.index_put_((predicted, labels), torch.ones_like(labels), accumulate=True)
+    r, c = linear_sum_assignment(table.numpy(), maximize=True)
+    return float(table[r, c].sum()) / len(labels)
