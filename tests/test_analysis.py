@@ -323,3 +323,23 @@ def test_scripts_write_untracked_output_unless_told_and_leave_the_committed_resu
         assert path.is_file() and path.is_relative_to(ROOT / "out"), path
         assert subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT).returncode == 0, path
     assert all(p.read_bytes() == data for p, data in committed.items())
+
+
+def test_semi_supervised_script_reports_cluster_accuracy_and_the_spread_over_seeds(tmp_path):
+    from pyro_dcim.training import TrainConfig, train
+
+    small = dict(arch="16-10", objective="generative", train_size=300, val_size=100, epochs=1, batch_size=50,
+                 particles=2, binarize="dynamic", augment="none", figures=False)
+    runs = [train(TrainConfig(**small, labels=labels, seed=seed, out=str(tmp_path / f"l{labels}-s{seed}")),
+                  log=lambda *_: None).run_dir for labels, seed in ((20, 0), (20, 1), (0, 0))]
+    _script("semi_supervised.py", *map(str, runs), "--images", "50", "--particles", "4", "--out",
+            str(tmp_path / "out"), quick=False)
+    md = (tmp_path / "out" / "semi_supervised.md").read_text()
+    rows = _table_rows(md)
+    spread = {r[1]: r for r in rows if r[0] == "generative"}
+    assert spread["20"][5] == "2" and float(spread["20"][7]) >= 0            # two seeds: a mean and an s.d.
+    assert spread["0 (10 components)"][5] == "1" and spread["0 (10 components)"][7] == "–"
+    summaries = [json.loads((r / "summary.json").read_text())["test_acc"] for r in runs[:2]]
+    assert float(spread["20"][6]) == pytest.approx(100 * (1 - sum(summaries) / 2), abs=0.006)
+    per_run = {r[0]: r for r in rows if r[0].startswith("l")}
+    assert per_run["l0-s0"][4] == "–" and 0.1 <= float(per_run["l0-s0"][8]) <= 1      # a cluster accuracy
