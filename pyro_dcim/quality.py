@@ -4,6 +4,7 @@ with the measures of :mod:`pyro_dcim.generate`.  Used by ``analysis/`` to compar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -31,17 +32,18 @@ class SampleQuality:
 
 
 def sample_quality(net: DCIM, real_images: torch.Tensor, real_labels: torch.Tensor, mode: str,
-                   per_class: int = 100, seed: int = 0) -> SampleQuality:
+                   per_class: int = 100, seed: int = 0, layer: Optional[int] = None) -> SampleQuality:
     """``per_class`` images of every class generated in ``mode`` (:func:`pyro_dcim.generate.generate`):
     the fraction the forward model assigns to the intended class, and the mean within-class
     pairwise distance next to that of the real digits.
 
     Ancestral samples are binary, so their reference is the real digits binarised by one
     Bernoulli draw per pixel (pixel noise alone adds distance); the other modes return
-    probabilities and are compared with the intensities.
+    probabilities and are compared with the intensities.  ``layer``: the lowest sampled layer of
+    ``"sample-layer"`` mode (default ``n-1``).
     """
     classes = class_grid(net.num_classes, per_class, net.input_bias.device)
-    images = generate(net, classes, mode, seed=seed)
+    images = generate(net, classes, mode, layer=layer, seed=seed)
     real = binarize(real_images, "sample", seed) if mode == "ancestral" else real_images
     return SampleQuality(mode, per_class, class_consistency(net, images, classes),
                          mean_pairwise_distance(images, classes), mean_pairwise_distance(real, real_labels))

@@ -343,3 +343,15 @@ def test_semi_supervised_script_reports_cluster_accuracy_and_the_spread_over_see
     assert float(spread["20"][6]) == pytest.approx(100 * (1 - sum(summaries) / 2), abs=0.006)
     per_run = {r[0]: r for r in rows if r[0].startswith("l")}
     assert per_run["l0-s0"][4] == "–" and 0.1 <= float(per_run["l0-s0"][8]) <= 1      # a cluster accuracy
+
+
+def test_writing_styles_script_measures_every_lowest_sampled_layer(tmp_path, tiny_runs):
+    _script("writing_styles.py", str(tiny_runs[1]), "--per-class", "5", "--classifier", str(tmp_path / "none.pt"),
+            "--out", str(tmp_path), quick=False)
+    rows = _table_rows((tmp_path / "writing_styles.md").read_text())[1:]
+    assert [r[0].split(",")[0].split(":")[0] for r in rows] == ["sample-layer", "sample-layer --layer 1", "ancestral"]
+    for r in rows:
+        assert 0 <= float(r[1]) <= 1 and r[2] == "nan" and float(r[3]) > 0
+    # sampling x^1 as well as x^2 is a different generator from Fig. 3's mode
+    assert rows[0][1:] != rows[1][1:]
+    assert (tmp_path / f"writing_styles_{tiny_runs[1].name}_sample-layer-K1.png").read_bytes().startswith(PNG)
