@@ -47,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = _report.load_run(args.run)
     net = run.net
-    classifier = load_classifier(args.classifier) if args.classifier.is_file() else None
+    classifier, accuracy = load_classifier(args.classifier) if args.classifier.is_file() else (None, None)
     x_test, y_test = load_dataset(run.dataset, "test", run.data_dir)
     classes = class_grid(net.num_classes, args.per_class)
     rows = []
@@ -64,7 +64,8 @@ def main() -> None:
         tag = mode if layer is None else f"{mode}-K{layer}"
         plot_sample_grid(pics, shown, pred, prob, args.out / f"writing_styles_{run.path.name}_{tag}.png",
                          title=f"{run.path.name}: {name}")
-    judge = f"the independent CNN ({args.classifier})" if classifier else "no independent CNN (file missing: NaN)"
+    judge = (f"the independent plain CNN (MNIST test accuracy {accuracy:.4f})" if classifier
+             else "no independent CNN (file missing: NaN)")
     _report.write_markdown(args.out / "writing_styles.md", f"Writing styles of {run.path.name}", [
         f"Command: {_report.command_line()}",
         f"{args.per_class} images per class and mode, seed {args.seed}; 'own' = the run's forward model, 'CNN' = "
