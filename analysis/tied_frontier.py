@@ -31,6 +31,8 @@ RUNS = {
     # separate weights for the wake-phi and sleep-phi terms
     "rws-phi0.1": ["--objective", "rws", "--wake-phi-weight", "0.1"],
     "rws-sleep1": ["--objective", "rws", "--sleep-weight", "1"],
+    # AP2 (means and variances) in the class term's forward pass
+    "rws-ap2": ["--objective", "rws", "--approximation", "ap2"],
     # the reverse weight below 1 after a warm start
     "rws-warm3-ramp3-w0.3": ["--objective", "rws", "--warm-start-epochs", "3", "--ramp-epochs", "3",
                              "--reverse-weight", "0.3"],

@@ -233,7 +233,8 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
                                wake_phi_weight: float = 1.0, sleep_weight: float = 0.0,
                                reverse_weight: float = 1.0, reduction: str = "mean",
                                generator: Optional[torch.Generator] = None, unlabelled: Optional[str] = None,
-                               unlabelled_class_weight: float = 0.0) -> ObjectiveParts:
+                               unlabelled_class_weight: float = 0.0, approximation: str = "first-order"
+                               ) -> ObjectiveParts:
     """Tied reweighted wake-sleep (Bornschein & Bengio 2015, DESIGN.md §8) beside ``-log p(x^n | x^0)``.
 
     With ``h_s ~ q(h | x^0)``, ``s = 1..K`` (the forward chain) and per-image normalised weights
@@ -257,6 +258,8 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
     ``q(x^n | x^0)`` against the weights' class posterior ``π``, times ``unlabelled_class_weight``;
     ``forward_nll`` then reports the class term per row unweighted, ``reverse_nll_sum`` the bound on
     ``-log p(x^0 | y)`` for labelled rows and on ``-log p(x^0)`` for the others (docs/semi_supervised.md).
+    ``approximation``: the forward pass of the class term (first-order (2) or AP2); the particles are exact
+    draws either way.
     """
     if unlabelled is not None:
         check_partial_labels(y, net.num_classes, len(x0))
@@ -268,7 +271,7 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
         raise ValueError("reweighted wake-sleep needs a hidden layer (a net without one is an RBM-like pair)")
     if particles < 1:
         raise ValueError(f"particles must be >= 1, got {particles}")
-    logits = net(x0)
+    logits = _forward_logits(net, x0, approximation)
     if unlabelled is None:
         log_p, log_q = wake_particles(net, x0, y, particles, generator)
         log_w = (log_p - log_q).detach()

@@ -1,4 +1,5 @@
-"""A discriminative warm start and a ramped reverse weight (``--warm-start-epochs``, ``--ramp-epochs``)."""
+"""Options of the tied runs (issue 24 §3): a discriminative warm start and a ramped reverse weight
+(``--warm-start-epochs``, ``--ramp-epochs``), and the AP2 pass in reweighted wake-sleep's class term."""
 
 import functools
 import os
@@ -91,3 +92,18 @@ def test_settings_that_cannot_ramp_are_refused_before_training(tmp_path, extra, 
 def test_negative_epochs_are_refused():
     with pytest.raises(ConfigError, match="warm start epochs"):
         TrainConfig(objective="rws", warm_start_epochs=-1).validate()
+
+
+def test_rws_class_term_can_use_the_ap2_pass():
+    torch.manual_seed(0)
+    from pyro_dcim import DCIM
+
+    net = DCIM.from_spec([12, 8, 10], input_shape=(1, 28, 28))
+    x0 = torch.bernoulli(torch.full((6, 1, 28, 28), 0.3))
+    y = torch.arange(6)
+    ap2 = objectives.reweighted_wake_sleep_loss(net, x0, y, particles=3, approximation="ap2",
+                                                generator=torch.Generator().manual_seed(1))
+    first = objectives.reweighted_wake_sleep_loss(net, x0, y, particles=3, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(ap2.logits, net.forward_mean_field(x0, approximation="ap2").logits)
+    assert not torch.allclose(ap2.logits, first.logits)
+    assert torch.equal(ap2.reverse_nll_sum, first.reverse_nll_sum)      # the same particles either way
