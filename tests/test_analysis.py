@@ -355,3 +355,22 @@ def test_writing_styles_script_measures_every_lowest_sampled_layer(tmp_path, tin
     # sampling x^1 as well as x^2 is a different generator from Fig. 3's mode
     assert rows[0][1:] != rows[1][1:]
     assert (tmp_path / f"writing_styles_{tiny_runs[1].name}_sample-layer-K1.png").read_bytes().startswith(PNG)
+
+
+def test_is_bias_against_another_results_folder_checks_the_net_and_averages_the_differences(tmp_path):
+    def folder(name, nll, net="abc"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "settings-common.json").write_text(json.dumps({"net": net, "seed": 0, "split": "test"}))
+        rows = "image,label,nll_conditional\n" + "".join(f"{i},0,{v}\n" for i, v in nll.items())
+        (d / "per_image.csv").write_text(rows)
+        return d / "per_image.csv"
+
+    short = folder("short", {0: 101.0, 1: 93.0, 2: 80.5, 5: 70.0})
+    long = folder("long", {0: 100.0, 1: 92.0, 2: 78.5, 7: 1.0})
+    out = _script("is_bias.py", str(short), "--against", str(long), quick=False)
+    assert "on 3 digits" in out and "+1.33" in out            # (1 + 1 + 2) / 3 over the digits both hold
+    other = folder("other", {0: 100.0, 1: 92.0}, net="xyz")
+    bad = subprocess.run([sys.executable, str(ROOT / "analysis" / "is_bias.py"), str(short), "--against", str(other)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "not the same net" in bad.stderr
