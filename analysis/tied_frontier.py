@@ -31,6 +31,9 @@ RUNS = {
     # separate weights for the wake-phi and sleep-phi terms
     "rws-phi0.1": ["--objective", "rws", "--wake-phi-weight", "0.1"],
     "rws-sleep1": ["--objective", "rws", "--sleep-weight", "1"],
+    # wake-theta on unweighted forward draws + sleep-phi on dreams: the decoder's and the encoder's utilities of
+    # symmetric equilibrium learning (Flach, Schlesinger & Shekhovtsov 2024); tied, both act on the same W
+    "wake-sleep-k1": ["--objective", "wake-sleep", "--particles", "1"],
     # AP2 (means and variances) in the class term's forward pass
     "rws-ap2": ["--objective", "rws", "--approximation", "ap2"],
     # the reverse weight below 1 after a warm start
