@@ -374,3 +374,32 @@ def test_is_bias_against_another_results_folder_checks_the_net_and_averages_the_
     bad = subprocess.run([sys.executable, str(ROOT / "analysis" / "is_bias.py"), str(short), "--against", str(other)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "not the same net" in bad.stderr
+
+
+def test_m2_peer_trains_on_the_runs_labels_and_learns_from_them(tmp_path):
+    sys.path.insert(0, str(ROOT / "analysis"))
+    from m2_peer import M2, train_m2
+
+    from pyro_dcim.training import TrainConfig, train
+    from pyro_dcim.training.batches import load_splits
+
+    cfg = dict(arch="16-10", objective="generative", labels=20, train_size=600, val_size=100, batch_size=50,
+               lr=3e-3, binarize="dynamic", augment="none", epochs=1, particles=2, figures=False)
+    record = train_m2(TrainConfig(**cfg), seconds=600, log=lambda *_: None, max_steps=30)
+    assert record["steps"] == 30 and record["labels"] == 20 and record["alpha"] == pytest.approx(0.1 * 600 / 20)
+    assert record["test_acc"] >= 0.2                  # chance 0.1; measured 0.38 after 30 steps
+    # an unlabelled batch enumerates the class: the guide's class distribution is the classifier's
+    m2 = M2()
+    x = torch.bernoulli(torch.full((3, 784), 0.2))
+    import pyro
+    from pyro.infer import config_enumerate
+
+    trace = pyro.poutine.trace(config_enumerate(m2.guide, "parallel", expand=True)).get_trace(x, torch.full((3,), -1))
+    assert trace.nodes["y"]["infer"]["enumerate"] == "parallel"
+    assert torch.allclose(trace.nodes["y"]["fn"].logits, torch.log_softmax(m2.encoder_y(x), -1), atol=1e-6)
+    # the script end to end on a fit --labels run, within a seconds budget
+    run = train(TrainConfig(**cfg, out=str(tmp_path / "run")), log=lambda *_: None).run_dir
+    _script("m2_peer.py", str(run), "--seconds", "3", "--out", str(tmp_path / "out"), quick=False)
+    saved = json.loads((tmp_path / "out" / "m2-run.json").read_text())
+    assert saved["labels"] == 20 and 0 <= saved["test_acc"] <= 1 and saved["steps"] >= 1
+    assert int(load_splits(TrainConfig(**cfg), torch.device("cpu")).labelled.sum()) == saved["labels"]
