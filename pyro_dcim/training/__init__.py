@@ -2,6 +2,8 @@
 
 * :mod:`.config` — :class:`TrainConfig`, each setting declared once (help, choices, bounds);
 * :mod:`.loop` — :func:`train`: set up, resume, step, end of epoch, around one loop;
+* :mod:`.evaluation` — the net a config builds, the objective it calls, a pass over a split;
+  :mod:`.schedule` — the learning rate and the reverse weight over a run;
 * :mod:`.batches` — the splits and each epoch's data order; :mod:`.metrics` — named records;
 * :mod:`.checkpoint`, :mod:`.runs`, :mod:`.atomic` — checkpoints, the run folder, atomic writes;
 * :mod:`.rng`, :mod:`.signals`, :mod:`.distributed` — seeding and RNG state, clean stops, DDP.
@@ -18,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 #: public name -> the module that defines it
 _EXPORTS = {
     "TrainConfig": ".config", "ConfigError": ".config", "resolve_device": ".config",
-    "train": ".loop", "TrainResult": ".loop", "NonFiniteLossError": ".loop", "evaluate": ".loop",
-    "build_model": ".loop",
+    "train": ".loop", "TrainResult": ".loop", "NonFiniteLossError": ".loop", "evaluate": ".evaluation",
+    "build_model": ".evaluation",
     "TrainingInterrupted": ".signals", "Measures": ".metrics", "EpochRow": ".metrics",
     "Splits": ".batches", "load_splits": ".batches", "epoch_permutation": ".batches", "shard_indices": ".batches",
     "CheckpointError": ".checkpoint", "load_checkpoint": ".checkpoint", "save_checkpoint": ".checkpoint",
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
     from .batches import Splits, epoch_permutation, load_splits, shard_indices  # noqa: F401
     from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint  # noqa: F401
     from .config import ConfigError, TrainConfig, resolve_device  # noqa: F401
-    from .loop import NonFiniteLossError, TrainResult, build_model, evaluate, train  # noqa: F401
+    from .evaluation import build_model, evaluate  # noqa: F401
+    from .loop import NonFiniteLossError, TrainResult, train  # noqa: F401
     from .metrics import EpochRow, Measures  # noqa: F401
     from .runs import RunDirError, read_config  # noqa: F401
     from .signals import TrainingInterrupted  # noqa: F401
