@@ -56,6 +56,8 @@ def label(path: Path, config: dict) -> str:
         extra.append(f"sleep {config['sleep_weight']:g}")
     if config.get("code_weight"):
         extra.append(f"code-weight {config['code_weight']:g}")
+    if config.get("labels") is not None:
+        extra.append(f"--labels {config['labels']}")
     if config.get("warm_start_epochs") or config.get("ramp_epochs"):
         extra.append(f"warm start {config.get('warm_start_epochs', 0):g} + ramp {config.get('ramp_epochs', 0):g} ep.")
     if config.get("approximation", "first-order") != "first-order":
