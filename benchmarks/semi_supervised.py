@@ -17,7 +17,7 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import time_cases  # noqa: E402
+from timing import add_step_arguments, time_cases  # noqa: E402
 
 from pyro_dcim import DCIM, PAPER_SPECS  # noqa: E402
 from pyro_dcim.objectives import get_objective  # noqa: E402
@@ -51,11 +51,7 @@ def bench(batch: int, device: torch.device, rounds: int, steps: int) -> dict[str
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
+    add_step_arguments(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     times = bench(args.batch, torch.device(args.device), args.rounds, args.steps)

@@ -3,6 +3,7 @@ load hit all cases alike and ratios between cases stay meaningful on a shared ma
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -48,3 +49,12 @@ def machine_info(device: torch.device) -> dict[str, object]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def add_step_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a training-step benchmark: batch, interleaved rounds, steps per round, device, threads."""
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
