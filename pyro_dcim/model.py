@@ -1,11 +1,13 @@
 """The DCIM: one module of tied parameters serving the forward and the reverse chain.
 
 Parameters (Section 2.3, eq. 19-21): weights ``W^1..W^n``, biases ``b^1..b^n``
-shared by both directions, and ``b^0``, the input bias used only in reverse.
+shared by both directions, and ``b^0``, the input bias used only in reverse; ``p(x^n)`` is uniform
+unless ``class_prior="learned"`` makes it a parameter (``class_prior_logits``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -20,7 +22,10 @@ from .spec import SpecLike, layer_shapes, parse_spec
 from .units import get_units
 from .validation import as_labels, check_direction, check_images, check_labels, check_state
 
-__all__ = ["DCIM", "ForwardMeanField", "ReverseMeanField"]
+__all__ = ["DCIM", "ForwardMeanField", "ReverseMeanField", "CLASS_PRIORS"]
+
+#: ``p(x^n)`` of the reverse chain
+CLASS_PRIORS = ("uniform", "learned")
 
 
 @dataclass
@@ -59,7 +64,8 @@ class DCIM(PyroModels, nn.Module):
     The Pyro models and guides of :mod:`pyro_dcim.pyro_models` are its methods too (:class:`PyroModels`).
     """
 
-    def __init__(self, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True) -> None:
+    def __init__(self, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True,
+                 class_prior: str = "uniform") -> None:
         super().__init__()
         parsed = parse_spec(spec)
         self.units = get_units(units)
@@ -72,13 +78,36 @@ class DCIM(PyroModels, nn.Module):
         )
         # b^0 is per pixel: the reverse model's image bias (an "average image" prior).
         self.input_bias = nn.Parameter(torch.zeros(self.input_shape))
+        # p(x^n): fixed uniform (the paper), or learned as softmax(class_prior_logits) (a mixture's weights)
+        if class_prior not in CLASS_PRIORS:
+            raise ValueError(f"class_prior must be one of {', '.join(CLASS_PRIORS)}, got {class_prior!r}")
+        logits = nn.Parameter(torch.zeros(self.num_classes)) if class_prior == "learned" else None
+        self.register_parameter("class_prior_logits", logits)
         if not tied:
             self.untie()
 
     @classmethod
-    def from_spec(cls, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True) -> "DCIM":
+    def from_spec(cls, spec: SpecLike, input_shape: Sequence[int], units: str = "01", tied: bool = True,
+                  class_prior: str = "uniform") -> "DCIM":
         """``DCIM.from_spec([(3, 1, 32), 50, 10], input_shape=(1, 28, 28), units="01")``."""
-        return cls(spec, input_shape, units, tied)
+        return cls(spec, input_shape, units, tied, class_prior)
+
+    @property
+    def class_prior(self) -> str:
+        """``"learned"`` when ``p(x^n)`` is a parameter of the net, else ``"uniform"``."""
+        return "uniform" if self.class_prior_logits is None else "learned"
+
+    def class_log_prior(self) -> torch.Tensor:
+        """``log p(x^n)``, ``(classes,)``: uniform, or ``log_softmax`` of the learned logits (differentiable)."""
+        if self.class_prior_logits is None:
+            return self.input_bias.new_full((self.num_classes,), -math.log(self.num_classes))
+        return torch.log_softmax(self.class_prior_logits, -1)
+
+    def class_prior_probs(self) -> torch.Tensor:
+        """``p(x^n)``, ``(classes,)``, detached: ``1/C`` each, or the softmax of the learned logits."""
+        if self.class_prior_logits is None:
+            return self.input_bias.new_full((self.num_classes,), 1.0 / self.num_classes)
+        return torch.softmax(self.class_prior_logits.detach(), -1)
 
     @property
     def tied(self) -> bool:
@@ -108,7 +137,8 @@ class DCIM(PyroModels, nn.Module):
 
     def extra_repr(self) -> str:
         untied = "" if self.tied else ", tied=False"
-        return f"spec={self.spec}, input_shape={self.input_shape}, units={self.units}{untied}"
+        prior = "" if self.class_prior == "uniform" else ", class_prior='learned'"
+        return f"spec={self.spec}, input_shape={self.input_shape}, units={self.units}{untied}{prior}"
 
     def bias(self, k: int) -> torch.Tensor:
         """``b^k``, for ``k = 0 .. n``."""

@@ -214,11 +214,10 @@ def wake_particles(net: DCIM, x0: torch.Tensor, y: torch.Tensor, particles: int,
 def sleep_dreams(net: DCIM, num: int, class_prior: Optional[torch.Tensor] = None,
                  generator: Optional[torch.Generator] = None
                  ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
-    """Dreams ``(x^0, y, h)`` of the reverse model: ``y ~ p(y)`` (uniform unless ``class_prior``),
+    """Dreams ``(x^0, y, h)`` of the reverse model: ``y ~ p(y)`` (the net's own unless ``class_prior``),
     ``h ~ p(h | y)`` down the reverse chain, binary ``x^0 ~ p(x^0 | x^1)``.  ``h`` as ``{k: (1, num, m_k)}``."""
     device, dtype = net.input_bias.device, net.input_bias.dtype
-    c = net.num_classes
-    prior = torch.full((c,), 1.0 / c, device=device) if class_prior is None else class_prior.to(device)
+    prior = net.class_prior_probs().float().to(device) if class_prior is None else class_prior.to(device)
     with torch.no_grad():
         y = torch.multinomial(prior, num, replacement=True, generator=generator)
         reverse = Chain(net, "reverse")
@@ -233,8 +232,8 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
                                wake_phi_weight: float = 1.0, sleep_weight: float = 0.0,
                                reverse_weight: float = 1.0, reduction: str = "mean",
                                generator: Optional[torch.Generator] = None, unlabelled: Optional[str] = None,
-                               unlabelled_class_weight: float = 0.0, approximation: str = "first-order"
-                               ) -> ObjectiveParts:
+                               unlabelled_class_weight: float = 0.0, unlabelled_class_threshold: float = 0.0,
+                               approximation: str = "first-order") -> ObjectiveParts:
     """Tied reweighted wake-sleep (Bornschein & Bengio 2015, DESIGN.md §8) beside ``-log p(x^n | x^0)``.
 
     With ``h_s ~ q(h | x^0)``, ``s = 1..K`` (the forward chain) and per-image normalised weights
@@ -255,7 +254,8 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
     ``unlabelled`` (``"sum"`` or ``"sample"``): rows with ``y == UNLABELLED`` have a latent class, and
     their particles are weighted by ``p(x^0, h_s) / q(h_s | x^0)`` (:mod:`pyro_dcim.semi_supervised`:
     the class summed exactly or proposed by the forward chain).  Their class term is the cross-entropy of
-    ``q(x^n | x^0)`` against the weights' class posterior ``π``, times ``unlabelled_class_weight``;
+    ``q(x^n | x^0)`` against the weights' class posterior ``π``, times ``unlabelled_class_weight``, on the rows
+    where ``max_c π_c >= unlabelled_class_threshold`` (the generator is sure of the class);
     ``forward_nll`` then reports the class term per row unweighted, ``reverse_nll_sum`` the bound on
     ``-log p(x^0 | y)`` for labelled rows and on ``-log p(x^0)`` for the others (docs/semi_supervised.md).
     ``approximation``: the forward pass of the class term (first-order (2) or AP2); the particles are exact
@@ -290,18 +290,23 @@ def reweighted_wake_sleep_loss(net: DCIM, x0: torch.Tensor, y: torch.Tensor, *, 
     if unlabelled is None:
         parts = _combine(net, logits, y, -bound.mean(), 0.0, reduction, train_reverse=False)
     else:
-        parts = _class_term(net, logits, y, mixed.posterior, -bound.mean(), unlabelled_class_weight)
+        parts = _class_term(net, logits, y, mixed.posterior, -bound.mean(), unlabelled_class_weight,
+                            unlabelled_class_threshold)
     scale = 1.0 / net.num_pixels if reduction == "mean" else 1.0
     parts.total = parts.total + reverse_weight * scale * generative
     return parts
 
 
 def _class_term(net: DCIM, logits: torch.Tensor, y: torch.Tensor, posterior: torch.Tensor, rev_sum: torch.Tensor,
-                unlabelled_weight: float) -> ObjectiveParts:
+                unlabelled_weight: float, threshold: float = 0.0) -> ObjectiveParts:
     """The class term of a batch with unlabelled rows: ``-Σ_c π_c log q(c | x^0)`` per row (``π`` one-hot for a
-    labelled row, the generator's posterior for an unlabelled one), the unlabelled rows weighted."""
+    labelled row, the generator's posterior for an unlabelled one), the unlabelled rows weighted, and only
+    those whose ``π`` puts at least ``threshold`` on its top class."""
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"unlabelled_class_threshold must be in [0, 1), got {threshold}")
     per_row = -(posterior * torch.log_softmax(logits, -1)).sum(-1)
-    weight = torch.where(y >= 0, 1.0, unlabelled_weight).to(per_row.dtype)
+    sure = posterior.max(-1).values >= threshold
+    weight = torch.where(y >= 0, 1.0, torch.where(sure, unlabelled_weight, 0.0)).to(per_row.dtype)
     rev_sum = rev_sum.detach()
     return ObjectiveParts((weight * per_row).mean(), per_row.mean().detach(), rev_sum / net.num_pixels, rev_sum,
                           logits.detach())

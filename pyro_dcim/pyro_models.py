@@ -201,14 +201,14 @@ def generative_model(net: DCIM, x0: torch.Tensor, y: Optional[torch.Tensor] = No
     ``y``: a class index per image, ``UNLABELLED`` (-1) where the image has none (``None``: no labels).
     The class site follows Pyro's ``obs_mask`` convention, so one batch holds both kinds of rows:
     ``"class_observed"`` scores the labelled rows, ``"class_unobserved"`` is latent for the others,
-    and ``"class"`` (deterministic) holds both.  ``class_prior``: ``p(x^n)``, uniform unless given.
+    and ``"class"`` (deterministic) holds both.  ``class_prior``: ``p(x^n)``, the net's own unless given
+    (uniform, or learned: ``DCIM(class_prior="learned")``).
     Returns the class of every row.
     """
     pyro.module(name, net)
     check_images(x0, net.input_shape, dtype=net.input_bias.dtype)
     y = _partial_labels(net, x0, y)
-    c = net.num_classes
-    prior = torch.full((c,), 1.0 / c, dtype=x0.dtype, device=x0.device) if class_prior is None else class_prior
+    prior = net.class_prior_probs().to(x0) if class_prior is None else class_prior
     with pyro.plate(PLATE_NAME, len(y), dim=-1):
         label = pyro.sample("class", dist.Categorical(probs=prior), obs=y.clamp(min=0), obs_mask=y >= 0)
         h = net.class_state(label)

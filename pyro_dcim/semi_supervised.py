@@ -20,7 +20,6 @@ The generator's posterior over the class, ``π_c = Σ_s w̃_s p(c | x^0, h_s)`` 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -61,8 +60,8 @@ def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: i
                     generator: Optional[torch.Generator] = None,
                     class_prior: Optional[torch.Tensor] = None) -> MixedParticles:
     """Draw and score ``particles`` forward-chain particles per image; rows with ``y == UNLABELLED`` have a
-    latent class, handled as ``class_estimate`` says (module docstring).  ``class_prior``: ``p(c)``,
-    uniform unless given."""
+    latent class, handled as ``class_estimate`` says (module docstring).  ``class_prior``: ``p(c)``, the
+    net's own unless given; a learned one gets its gradient through ``log_p`` (both kinds of row)."""
     if class_estimate not in CLASS_ESTIMATES:
         raise ValueError(f"class_estimate must be one of {', '.join(CLASS_ESTIMATES)}, got {class_estimate!r}")
     c = net.num_classes
@@ -72,9 +71,11 @@ def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: i
     bits = {k: b.reshape(*b.shape[:2], *net.shapes[k]) for k, b in flat.items()}
     log_q = forward_log_prob(net, x0, bits)
     log_joint = reverse_log_joint(net, bits, x0)                                  # (K, B, C): log p(x^0, h | c)
-    log_prior = (x0.new_full((c,), -math.log(c)) if class_prior is None else class_prior.to(x0).log())
+    log_prior = net.class_log_prior().to(x0) if class_prior is None else class_prior.to(x0).log()
     seen = y.clamp(min=0)
     given = log_joint.gather(-1, seen.view(1, -1, 1).expand(particles, -1, 1)).squeeze(-1)
+    # a learned p(c) learns from the labelled rows' classes too (log p(y) shifts no weight: not in log_w)
+    given_p = given + log_prior[seen] if log_prior.requires_grad else given
     with_prior = log_joint + log_prior
     if class_estimate == "sum":
         latent = with_prior.logsumexp(-1)                                           # log p(x^0, h)
@@ -89,7 +90,7 @@ def mixed_particles(net: "DCIM", x0: torch.Tensor, y: torch.Tensor, particles: i
         log_q_class = torch.log_softmax(class_logits, -1).gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
         latent_w = latent.detach() - log_q.detach() - log_q_class
         per_particle = F.one_hot(drawn, c).to(x0.dtype)
-    log_p = torch.where(labelled, given, latent)
+    log_p = torch.where(labelled, given_p, latent)
     log_w = torch.where(labelled, given.detach() - log_q.detach(), latent_w)
     posterior = (torch.softmax(log_w, 0).unsqueeze(-1) * per_particle).sum(0)
     posterior = torch.where(labelled.unsqueeze(-1), F.one_hot(seen, c).to(x0.dtype), posterior)

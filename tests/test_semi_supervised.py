@@ -162,6 +162,31 @@ def test_labelled_rows_of_a_mixed_batch_train_as_before(tiny, single_thread):  #
     assert torch.allclose(d.total, ce)
 
 
+def test_the_class_threshold_keeps_only_the_rows_the_generator_is_sure_of(tiny, single_thread):  # noqa: F811
+    """``unlabelled_class_threshold``: an unlabelled row's class term counts only where ``max_c π_c`` reaches it."""
+    net, x0 = tiny
+    part = torch.tensor([0, UNLABELLED, UNLABELLED, UNLABELLED])
+
+    def total(**kw):
+        return reweighted_wake_sleep_loss(net, x0, part, particles=4, reduction="sum", unlabelled="sum",
+                                          generator=torch.Generator().manual_seed(7), **kw).total
+
+    posterior = mixed_particles(net, x0, part, 4, "sum", torch.Generator().manual_seed(7)).posterior
+    top = posterior[1:].max(-1).values
+    cut = float(top.median())                                   # some unlabelled rows above it, some below
+    assert (top >= cut).any() and (top < cut).any()
+    logq = torch.log_softmax(net(x0), -1)
+    per_row = -(posterior * logq).sum(-1).detach()
+    sure = torch.cat([torch.tensor([False]), top >= cut])
+    base = total(unlabelled_class_weight=0.0)
+    assert torch.allclose(total(unlabelled_class_weight=1.0, unlabelled_class_threshold=0.0),
+                          base + per_row[1:].sum() / 4)
+    assert torch.allclose(total(unlabelled_class_weight=1.0, unlabelled_class_threshold=cut),
+                          base + per_row[sure].sum() / 4)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        total(unlabelled_class_weight=1.0, unlabelled_class_threshold=1.0)
+
+
 def test_pyro_model_observes_labelled_rows_and_infers_the_others(tiny, single_thread):  # noqa: F811
     """``generative_model`` + ``forward_chain_guide`` (obs_mask): Pyro's importance sampling gives
     log p(x^0, y) of a labelled row plus log p(x^0) of an unlabelled one, the labelled class unchanged and the

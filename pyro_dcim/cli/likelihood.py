@@ -90,8 +90,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=SCHEDULES, default="sigmoid", help="AIS temperature schedule")
     p.add_argument("--no-unconditional", dest="unconditional", action="store_false",
                    help="ais: skip -log p(x0), which costs one AIS run per class (is: always computed, free)")
-    p.add_argument("--class-prior", choices=("train", "uniform"), default=None,
-                   help="p(y) of the unconditional likelihood: training class frequencies or uniform (default "
+    p.add_argument("--class-prior", choices=("model", "train", "uniform"), default=None,
+                   help="p(y) of the unconditional likelihood: the one the net learned (fit --class-prior learned), "
+                   "the training class frequencies, or uniform (default: model for a net that learned it, else "
                    "train; uniform for an unsupervised run, whose components are not the classes)")
     p.add_argument("--bdmc", action="store_true",
                    help="ais: also the BDMC gap on simulated digits (is: --calibrate runs it)")
@@ -132,6 +133,8 @@ def _data(args, config: dict, net) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         raise ConfigError(f"--images {args.images} is more than the {len(x)} digits of the {name} {args.split} set")
     if args.class_prior == "uniform":
         prior = torch.full((net.num_classes,), 1.0 / net.num_classes, dtype=torch.float64)
+    elif args.class_prior == "model":
+        prior = net.class_prior_probs().cpu().double()
     else:
         _, train_y = load_dataset(name, "train", data_dir)
         prior = torch.bincount(train_y, minlength=net.num_classes).double()
@@ -337,12 +340,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                     dist.init_process_group("gloo")
             net = load_model(args.run_dir, map_location=resolve_device(args.device)).eval()
             config = read_config(args.run_dir)
+            if args.class_prior == "model" and net.class_prior != "learned":
+                raise ConfigError(f"{args.run_dir} did not learn p(y) (fit --class-prior learned); its own p(y) is "
+                                  "uniform: pass --class-prior uniform, or train")
             if config.get("labels") == 0:  # fit --labels 0: the class layer is a mixture, not the digit classes
                 if args.class_prior == "train":
                     raise ConfigError(f"{args.run_dir} is unsupervised (--labels 0): its components are not the "
-                                      "classes, so p(y) is uniform; leave out --class-prior train")
-                args.class_prior = "uniform"
-            args.class_prior = args.class_prior or "train"
+                                      "classes, so p(y) is its own; leave out --class-prior train")
+            default = "model" if net.class_prior == "learned" else "uniform" if config.get("labels") == 0 else "train"
+            args.class_prior = args.class_prior or default
             args.unsupervised = config.get("labels") == 0
             if not args.images:
                 args.images = len(load_dataset(config.get("dataset", "mnist-subset"), args.split,

@@ -60,8 +60,8 @@ def simulate(net: "DCIM", num_images: int, *, class_prior: Optional[torch.Tensor
         gen.manual_seed(seed)
     else:
         gen.seed()
-    c = net.num_classes
-    prior = torch.full((c,), 1.0 / c) if class_prior is None else torch.as_tensor(class_prior, dtype=torch.float)
+    prior = net.class_prior_probs().cpu().float() if class_prior is None else \
+        torch.as_tensor(class_prior, dtype=torch.float)
     y = torch.multinomial(prior, num_images, replacement=True, generator=gen).to(net.input_bias.device)
     chain = Chain(net, "reverse")
     bits = chain.sample(chain.start_state(None, y), 1, gen)

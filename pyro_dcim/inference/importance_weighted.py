@@ -198,12 +198,12 @@ def importance_log_weights(net: "DCIM", x0: torch.Tensor, num_particles: int, *,
     draws ``h`` (default ``net`` itself; an untied net's forward weights are its recognition
     chain).  ``generator``: one, or one per image (then an image's weights do not depend on the
     other images of the batch).  Returns ``(log_w, log_prior)``: ``log_w`` is
-    ``(num_particles, batch, classes)``, ``log_prior`` ``(classes,)`` (uniform unless ``class_prior``).
+    ``(num_particles, batch, classes)``, ``log_prior`` ``(classes,)`` (the net's own ``p(c)`` unless ``class_prior``).
     """
     drawn = forward_draw(net if proposal is None else proposal, x0, num_particles, generator)
     log_w = reverse_log_joint(net, drawn.bits, x0, drawn) - drawn.log_q.unsqueeze(-1)
     if class_prior is None:
-        log_prior = torch.full((net.num_classes,), -math.log(net.num_classes), dtype=x0.dtype, device=x0.device)
+        log_prior = net.class_log_prior().detach().to(x0)
     else:
         log_prior = class_prior.to(x0).log()
     return log_w, log_prior

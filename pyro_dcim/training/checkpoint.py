@@ -35,10 +35,10 @@ def _version() -> str:
 
 
 def model_state(net: DCIM) -> dict[str, Any]:
-    """Everything needed to rebuild ``net``: its spec, input shape, units and parameters."""
+    """Everything needed to rebuild ``net``: its spec, input shape, units, tying, ``p(x^n)`` and parameters."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return {"spec": net.spec, "input_shape": list(net.input_shape), "units": net.units.name,
-            "state_dict": state, "version": _version(), "tied": net.tied}
+            "state_dict": state, "version": _version(), "tied": net.tied, "class_prior": net.class_prior}
 
 
 @dataclass(frozen=True)
@@ -49,17 +49,20 @@ class Architecture:
     input_shape: tuple[int, ...]
     units: str
     tied: bool
+    class_prior: str = "uniform"
 
     @classmethod
     def of(cls, net: DCIM) -> "Architecture":
-        return cls(list(net.spec), tuple(net.input_shape), net.units.name, net.tied)
+        return cls(list(net.spec), tuple(net.input_shape), net.units.name, net.tied, net.class_prior)
 
     @classmethod
     def stored(cls, state: dict[str, Any]) -> "Architecture":
         """The architecture in :func:`model_state`'s dict (JSON-like lists read back as tuples)."""
         try:
             spec = [tuple(layer) if isinstance(layer, list) else layer for layer in state["spec"]]
-            return cls(spec, tuple(state["input_shape"]), state["units"], state.get("tied", True))
+            # states written before the learned p(x^n) have a uniform one
+            return cls(spec, tuple(state["input_shape"]), state["units"], state.get("tied", True),
+                       state.get("class_prior", "uniform"))
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"not a pyro_dcim model state (missing {e})") from None
 
@@ -83,8 +86,9 @@ def model_from_state(state: dict[str, Any], map_location: Union[str, torch.devic
     """Rebuild a :class:`DCIM` from :func:`model_state`'s dict."""
     arch = Architecture.stored(state)
     try:
-        net = DCIM.from_spec(arch.spec, input_shape=arch.input_shape, units=arch.units, tied=arch.tied)
-    except TypeError as e:
+        net = DCIM.from_spec(arch.spec, input_shape=arch.input_shape, units=arch.units, tied=arch.tied,
+                             class_prior=arch.class_prior)
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"not a pyro_dcim model state ({e})") from None
     return load_parameters(net, state).to(map_location)
 

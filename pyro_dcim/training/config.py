@@ -135,6 +135,14 @@ class TrainConfig:
         "against the generator's posterior p(x^n | x^0)", "model and objective", minimum=0, metavar="W",
         default_text="0: at 0.1 and 1 it lowered the test accuracy, since the generator's posterior classifies "
         "worse than q (docs/semi_supervised.md); 1 with --labels 0, where it is the classifier's only teacher")
+    unlabelled_class_threshold: float = setting(
+        0.0, "with --labels N: the unlabelled class term counts only the images whose generator posterior gives its "
+        "top class at least this probability (the rest train the generator alone)", "model and objective",
+        minimum=0, below=1, metavar="P", default_text="0: every unlabelled image")
+    class_prior: str = setting("uniform", "with --labels N or 0: the reverse chain's p(x^n), fixed uniform or "
+                               "learned with the generator (the labelled classes and the unlabelled images' "
+                               "likelihood teach it; a mixture's weights with --labels 0)", "model and objective",
+                               choices=("uniform", "learned"))
     classes: Optional[int] = setting(None, "with --labels 0: the number of mixture components C of the class layer "
                                      "(replaces the spec's last entry)", "model and objective", minimum=2,
                                      metavar="C", default_text="the dataset's classes (10)")

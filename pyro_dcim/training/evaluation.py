@@ -24,7 +24,7 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, ...]) -> DCIM:
     spec = cfg.arch
     if cfg.classes is not None:  # --labels 0: a mixture of C components in place of the dataset's classes
         spec = [layer.as_notation() for layer in parse_spec(cfg.arch)[:-1]] + [cfg.classes]
-    return DCIM.from_spec(spec, input_shape=input_shape, units=cfg.units)
+    return DCIM.from_spec(spec, input_shape=input_shape, units=cfg.units, class_prior=cfg.class_prior)
 
 
 def objective_call(cfg: TrainConfig, generator: torch.Generator, report_reverse: bool,
@@ -36,6 +36,7 @@ def objective_call(cfg: TrainConfig, generator: torch.Generator, report_reverse:
                 code_weight=cfg.code_weight, generator=generator, report_reverse=report_reverse,
                 approximation=cfg.approximation, particles=cfg.particles, wake_phi_weight=cfg.wake_phi_weight,
                 sleep_weight=cfg.sleep_weight, unlabelled_class_weight=cfg.unlabelled_class_weight,
+                unlabelled_class_threshold=cfg.unlabelled_class_threshold,
                 # --labels N: rows labelled UNLABELLED have a latent class (all rows keep the old path otherwise)
                 unlabelled=None if cfg.labels is None or not partial_labels else cfg.unlabelled_class)
     return objective, objective_settings(objective, pool)

@@ -92,6 +92,10 @@ def setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Setup:
     if cfg.classes is not None and cfg.labels != 0:
         raise ConfigError(f"--classes {cfg.classes} sets the mixture components of an unsupervised run (--labels 0); "
                           "with labels the class layer has the dataset's classes (end --arch with their number)")
+    if cfg.class_prior == "learned" and (cfg.labels is None or cfg.objective == "discriminative"):
+        raise ConfigError("--class-prior learned is taught by the likelihood of unlabelled images: it needs "
+                          "--labels N or 0 and a generative objective (with every label, p(y) is the class "
+                          "frequencies: the likelihood command's --class-prior train)")
     if (cfg.warm_start_epochs or cfg.ramp_epochs) and cfg.objective == "discriminative":
         raise ConfigError("--warm-start-epochs / --ramp-epochs ramp the reverse term, which the discriminative "
                           "objective does not have")
