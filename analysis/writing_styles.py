@@ -4,7 +4,8 @@
 
 For the run's generator, one row per generation mode: the paper's Fig. 3 mode (``x^{n-1}`` sampled from the
 class, mean field below; ``draw --mode sample-layer``), the same with every hidden layer down to ``x^K``
-sampled and the mean field only below it (``draw --mode sample-layer --layer K``, K = n-2 … 1), and ancestral
+sampled and the mean field only below it (``draw --mode sample-layer --layer K``, K = n-2 … 1), each also at
+``--temperatures`` (the sampled layers drawn from ``sigmoid(a / T)``: ``draw --temperature T``), and ancestral
 samples (every layer and the pixels sampled).  Columns as in ``generator_comparison.md``: class consistency by
 the run's own forward model and by the independent CNN (``analysis/mnist_classifier.py``), and within-class
 diversity over that of real test digits (binarised for ancestral samples, intensities otherwise).  Writes
@@ -27,12 +28,16 @@ from pyro_dcim.plots import plot_sample_grid
 from pyro_dcim.quality import sample_quality
 
 
-def modes(num_layers: int) -> list[tuple[str, str, int | None]]:
-    """(name, mode, layer): Fig. 3's layer, every deeper choice of the lowest sampled layer, then ancestral."""
-    rows = [(f"sample-layer, x^{num_layers - 1} sampled (Fig. 3)", "sample-layer", num_layers - 1)]
-    rows += [(f"sample-layer --layer {k}: x^{num_layers - 1}..x^{k} sampled", "sample-layer", k)
-             for k in range(num_layers - 2, 0, -1)]
-    return rows + [("ancestral: every layer and the pixels sampled", "ancestral", None)]
+def modes(num_layers: int, temperatures: list[float] = ()) -> list[tuple[str, str, int | None, float]]:
+    """(name, mode, layer, temperature): Fig. 3's layer, every deeper choice of the lowest sampled layer, each
+    also at the given temperatures, then ancestral."""
+    rows = []
+    for k in range(num_layers - 1, 0, -1):
+        base = (f"sample-layer, x^{k} sampled (Fig. 3)" if k == num_layers - 1
+                else f"sample-layer --layer {k}: x^{num_layers - 1}..x^{k} sampled")
+        rows.append((base, "sample-layer", k, 1.0))
+        rows += [(f"{base}, --temperature {t:g}", "sample-layer", k, t) for t in temperatures if t != 1.0]
+    return rows + [("ancestral: every layer and the pixels sampled", "ancestral", None, 1.0)]
 
 
 def main() -> None:
@@ -40,6 +45,8 @@ def main() -> None:
     p.add_argument("run", type=Path)
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--classifier", type=Path, default=_report.DEFAULT_OUT / "mnist_cnn.pt")
+    p.add_argument("--temperatures", type=float, nargs="*", default=[],
+                   help="also every sample-layer row at these temperatures (draw --temperature)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
@@ -52,16 +59,17 @@ def main() -> None:
     classes = class_grid(net.num_classes, args.per_class)
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, mode, layer in modes(net.num_layers):
-        q = sample_quality(net, x_test, y_test, mode, per_class=args.per_class, seed=args.seed, layer=layer)
-        images = generate(net, classes, mode, layer=layer, seed=args.seed)   # the images sample_quality judged
+    for name, mode, layer, t in modes(net.num_layers, args.temperatures):
+        q = sample_quality(net, x_test, y_test, mode, per_class=args.per_class, seed=args.seed, layer=layer,
+                           temperature=t)
+        images = generate(net, classes, mode, layer=layer, seed=args.seed, temperature=t)   # those judged
         indep = classifier_consistency(classifier, images, classes) if classifier else float("nan")
         rows.append([name, f"{q.consistency:.3f}", f"{indep:.3f}", f"{q.relative_diversity:.3f}"])
         print(rows[-1], flush=True)
         shown = class_grid(net.num_classes, 10)
-        pics = generate(net, shown, mode, layer=layer, seed=args.seed)
+        pics = generate(net, shown, mode, layer=layer, seed=args.seed, temperature=t)
         pred, prob = predict(net, pics)
-        tag = mode if layer is None else f"{mode}-K{layer}"
+        tag = (mode if layer is None else f"{mode}-K{layer}") + ("" if t == 1.0 else f"-T{t:g}")
         plot_sample_grid(pics, shown, pred, prob, args.out / f"writing_styles_{run.path.name}_{tag}.png",
                          title=f"{run.path.name}: {name}")
     judge = (f"the independent plain CNN (MNIST test accuracy {accuracy:.4f})" if classifier

@@ -38,25 +38,30 @@ def class_grid(num_classes: int, per_class: int, device: torch.device | str = "c
     return torch.arange(num_classes, device=device).repeat_interleave(per_class)
 
 
-def _sample_down_to(net: DCIM, classes: torch.Tensor, layer: int, generator: Optional[torch.Generator]
-                    ) -> torch.Tensor:
+def _sample_down_to(net: DCIM, classes: torch.Tensor, layer: int, generator: Optional[torch.Generator],
+                    temperature: float = 1.0) -> torch.Tensor:
     """Sample ``x^{n-1}, …, x^{layer}`` ancestrally from the class (eq. 17); the state of ``x^{layer}``."""
     chain = Chain(net, "reverse")
-    bits = chain.sample(chain.start_state(None, classes), 1, generator, upto=layer)[layer][0]
+    bits = chain.sample(chain.start_state(None, classes), 1, generator, upto=layer,
+                        temperature=temperature)[layer][0]
     return net.units.state(bits.reshape(len(classes), *net.shapes[layer]))
 
 
 @torch.no_grad()
 def generate(net: DCIM, classes: torch.Tensor, mode: str = "mean", *, layer: Optional[int] = None,
-             seed: int = 0) -> torch.Tensor:
+             seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
     """Images ``(len(classes), *net.input_shape)`` of the given classes (a tensor or a list of ints;
     see the module doc).
 
     ``layer``: the sampled layer of ``"sample-layer"`` mode (default ``n-1``, as in the paper).
-    ``seed`` makes the sampling modes repeatable.
+    ``seed`` makes the sampling modes repeatable.  ``temperature``: ``"sample-layer"`` draws its sampled
+    layers from ``sigmoid(a / T)`` (``T > 1``: more varied codes, at some cost in class consistency;
+    1, the default, is the model and the paper).
     """
     device = net.input_bias.device
     classes = as_labels(classes, device).to(device)
+    if temperature != 1.0 and mode != "sample-layer":
+        raise ValueError(f"temperature applies to the sample-layer mode's sampled layers, not to {mode!r}")
     if mode == "mean":
         return torch.sigmoid(net.reverse_mean_field(classes).logits)
     if mode == "sample-layer":
@@ -65,7 +70,7 @@ def generate(net: DCIM, classes: torch.Tensor, mode: str = "mean", *, layer: Opt
             raise ValueError(f"sample-layer mode needs a hidden layer 1..{net.num_layers - 1}, got {k} "
                              f"(a net without hidden layers has only the mean mode)")
         generator = torch.Generator(device=device).manual_seed(seed)
-        state = _sample_down_to(net, classes, k, generator)
+        state = _sample_down_to(net, classes, k, generator, temperature)
         return torch.sigmoid(net.reverse_mean_field(state, layer=k).logits)
     if mode == "ancestral":
         devices = [device.index or 0] if device.type == "cuda" else []

@@ -32,7 +32,8 @@ class SampleQuality:
 
 
 def sample_quality(net: DCIM, real_images: torch.Tensor, real_labels: torch.Tensor, mode: str,
-                   per_class: int = 100, seed: int = 0, layer: Optional[int] = None) -> SampleQuality:
+                   per_class: int = 100, seed: int = 0, layer: Optional[int] = None,
+                   temperature: float = 1.0) -> SampleQuality:
     """``per_class`` images of every class generated in ``mode`` (:func:`pyro_dcim.generate.generate`):
     the fraction the forward model assigns to the intended class, and the mean within-class
     pairwise distance next to that of the real digits.
@@ -40,10 +41,10 @@ def sample_quality(net: DCIM, real_images: torch.Tensor, real_labels: torch.Tens
     Ancestral samples are binary, so their reference is the real digits binarised by one
     Bernoulli draw per pixel (pixel noise alone adds distance); the other modes return
     probabilities and are compared with the intensities.  ``layer``: the lowest sampled layer of
-    ``"sample-layer"`` mode (default ``n-1``).
+    ``"sample-layer"`` mode (default ``n-1``); ``temperature``: of its sampled layers (default 1, the model).
     """
     classes = class_grid(net.num_classes, per_class, net.input_bias.device)
-    images = generate(net, classes, mode, layer=layer, seed=seed)
+    images = generate(net, classes, mode, layer=layer, seed=seed, temperature=temperature)
     real = binarize(real_images, "sample", seed) if mode == "ancestral" else real_images
     return SampleQuality(mode, per_class, class_consistency(net, images, classes),
                          mean_pairwise_distance(images, classes), mean_pairwise_distance(real, real_labels))

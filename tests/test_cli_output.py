@@ -182,3 +182,14 @@ def test_draw_reads_only_the_checkpoint_and_its_help_says_so_and_explains_class_
     assert "config.json is not read: the checkpoint holds the net" in text
     assert "class consistency: the fraction of generated images that the run's forward model classifies as the " \
            "class they were generated from" in text
+
+
+def test_draw_temperature_flattens_the_sampled_layers_and_is_refused_elsewhere(run_dir, tmp_path, capsys):
+    assert draw.main([str(run_dir), "--mode", "sample-layer", "--temperature", "1.5", "--per-class", "2",
+                      "--out", str(tmp_path / "t.png")]) == 0
+    assert "class consistency" in capsys.readouterr().out
+    assert draw.main([str(run_dir), "--mode", "mean", "--temperature", "1.5", "--out", str(tmp_path / "m.png")]) == 2
+    assert "temperature applies to the sample-layer mode" in _one_line(capsys)
+    assert draw.main([str(run_dir), "--mode", "sample-layer", "--temperature", "0",
+                      "--out", str(tmp_path / "z.png")]) == 2
+    assert "temperature must be > 0" in _one_line(capsys)

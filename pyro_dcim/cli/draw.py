@@ -45,6 +45,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(Fig. 2); sample-layer: sample x^{n-1} given the class, then mean field (Fig. 3); "
                    "ancestral: the reverse Pyro model, all layers sampled (default mean)")
     p.add_argument("--layer", type=int, default=None, help="sampled layer K in sample-layer mode (default n-1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sample-layer: draw the sampled layers from "
+                   "sigmoid(a / T); above 1 gives more varied digits at some cost in class consistency "
+                   "(default 1, the model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling modes (default 0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--out", metavar="FILE", help="the PNG to write (default RUN_DIR/samples_<mode>.png)")
@@ -68,7 +71,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                 net = load_model(args.run_dir, map_location=device).eval()
                 prepare_output_file(out)   # before generating: a bad --out costs nothing
                 classes = class_grid(net.num_classes, images_per_class(args.mode, args.per_class), device)
-                images = generate(net, classes, args.mode, layer=args.layer, seed=args.seed)
+                images = generate(net, classes, args.mode, layer=args.layer, seed=args.seed,
+                                  temperature=args.temperature)
                 judge = load_classifier(args.classifier, map_location=device) if args.classifier else None
                 pred, prob = predict(net, images)
                 plot_sample_grid(images, classes, pred, prob, out, title=SAMPLE_TITLES[args.mode])
