@@ -337,12 +337,21 @@ def test_semi_supervised_script_reports_cluster_accuracy_and_the_spread_over_see
     md = (tmp_path / "out" / "semi_supervised.md").read_text()
     rows = _table_rows(md)
     spread = {r[1]: r for r in rows if r[0] == "generative"}
-    assert spread["20"][5] == "2" and float(spread["20"][7]) >= 0            # two seeds: a mean and an s.d.
-    assert spread["0 (10 components)"][5] == "1" and spread["0 (10 components)"][7] == "–"
+    assert spread["20"][7] == "2" and float(spread["20"][9]) >= 0            # two seeds: a mean and an s.d.
+    assert spread["0 (10 components)"][7] == "1" and spread["0 (10 components)"][9] == "–"
+    assert spread["20"][5:7] == ["0", "uniform"]                              # class threshold, p(y)
     summaries = [json.loads((r / "summary.json").read_text())["test_acc"] for r in runs[:2]]
-    assert float(spread["20"][6]) == pytest.approx(100 * (1 - sum(summaries) / 2), abs=0.006)
+    assert float(spread["20"][8]) == pytest.approx(100 * (1 - sum(summaries) / 2), abs=0.006)
     per_run = {r[0]: r for r in rows if r[0].startswith("l")}
-    assert per_run["l0-s0"][4] == "–" and 0.1 <= float(per_run["l0-s0"][8]) <= 1      # a cluster accuracy
+    assert per_run["l0-s0"][4] == "–" and 0.1 <= float(per_run["l0-s0"][10]) <= 1     # a cluster accuracy
+    # each run's row is recorded and reused: the table survives its run folders
+    records = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert records == ["semi-l0-s0.json", "semi-l20-s0.json", "semi-l20-s1.json"]
+    for r in runs:
+        shutil.rmtree(r)
+    _script("semi_supervised.py", *map(str, runs), "--images", "50", "--particles", "4", "--out",
+            str(tmp_path / "out"), quick=False)
+    assert _table_rows((tmp_path / "out" / "semi_supervised.md").read_text()) == rows
 
 
 def test_writing_styles_script_measures_every_lowest_sampled_layer(tmp_path, tiny_runs):
