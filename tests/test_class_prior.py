@@ -151,6 +151,15 @@ def test_fit_learns_the_prior_and_the_likelihood_command_uses_it(tmp_path, capsy
     assert "did not learn p(y)" in capsys.readouterr().err
 
 
+def test_the_likelihood_of_a_labels_run_defaults_to_the_uniform_prior_it_trained_with(tmp_path):
+    from pyro_dcim.cli import likelihood
+
+    train(TrainConfig(**dict(UNSUP, labels=20), out=str(tmp_path / "run")), log=_quiet)
+    argv = [str(tmp_path / "run"), "--images", "4", "--particles", "8", "--no-progress", "--threads", "1"]
+    assert likelihood.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "summary-is-forward.json").read_text())["class_prior"] == "uniform"
+
+
 @pytest.mark.parametrize("settings", [dict(labels=None), dict(labels=20, objective="discriminative")])
 def test_a_learned_prior_needs_unlabelled_images_and_a_generative_objective(tmp_path, settings):
     cfg = TrainConfig(**dict(UNSUP, **settings, class_prior="learned", out=str(tmp_path / "run")))

@@ -92,8 +92,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="ais: skip -log p(x0), which costs one AIS run per class (is: always computed, free)")
     p.add_argument("--class-prior", choices=("model", "train", "uniform"), default=None,
                    help="p(y) of the unconditional likelihood: the one the net learned (fit --class-prior learned), "
-                   "the training class frequencies, or uniform (default: model for a net that learned it, else "
-                   "train; uniform for an unsupervised run, whose components are not the classes)")
+                   "the training class frequencies, or uniform (default: model for a net that learned it, uniform "
+                   "for a run trained with --labels N or 0, else train)")
     p.add_argument("--bdmc", action="store_true",
                    help="ais: also the BDMC gap on simulated digits (is: --calibrate runs it)")
     p.add_argument("--bdmc-images", type=int, default=10, help="simulated digits for BDMC")
@@ -347,7 +347,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                 if args.class_prior == "train":
                     raise ConfigError(f"{args.run_dir} is unsupervised (--labels 0): its components are not the "
                                       "classes, so p(y) is its own; leave out --class-prior train")
-            default = "model" if net.class_prior == "learned" else "uniform" if config.get("labels") == 0 else "train"
+            # the p(y) the run trained with: learned, or uniform where labels were dropped (--labels N or 0)
+            default = ("model" if net.class_prior == "learned" else
+                       "uniform" if config.get("labels") is not None else "train")
             args.class_prior = args.class_prior or default
             args.unsupervised = config.get("labels") == 0
             if not args.images:
