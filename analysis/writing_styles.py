@@ -22,22 +22,28 @@ import _report
 import torch
 
 from pyro_dcim.classifier import classifier_consistency, load_classifier
+from pyro_dcim.cli.draw import temperature_setting
 from pyro_dcim.data import load_dataset
 from pyro_dcim.generate import class_grid, generate, predict
 from pyro_dcim.plots import plot_sample_grid
 from pyro_dcim.quality import sample_quality
 
 
-def modes(num_layers: int, temperatures: list[float] = ()) -> list[tuple[str, str, int | None, float]]:
-    """(name, mode, layer, temperature): Fig. 3's layer, every deeper choice of the lowest sampled layer, each
-    also at the given temperatures, then ancestral."""
+def modes(num_layers: int, temperatures: list[str] = ()) -> list[tuple[str, str, int | None, str]]:
+    """(name, mode, layer, temperature as ``draw --temperature`` reads it): Fig. 3's layer, every deeper choice of
+    the lowest sampled layer, each also at the given temperatures where they name only sampled layers, then
+    ancestral."""
     rows = []
     for k in range(num_layers - 1, 0, -1):
         base = (f"sample-layer, x^{k} sampled (Fig. 3)" if k == num_layers - 1
                 else f"sample-layer --layer {k}: x^{num_layers - 1}..x^{k} sampled")
-        rows.append((base, "sample-layer", k, 1.0))
-        rows += [(f"{base}, --temperature {t:g}", "sample-layer", k, t) for t in temperatures if t != 1.0]
-    return rows + [("ancestral: every layer and the pixels sampled", "ancestral", None, 1.0)]
+        rows.append((base, "sample-layer", k, "1"))
+        for t in temperatures:
+            named = temperature_setting(t)
+            if isinstance(named, dict) and min(named) < k:
+                continue   # tempers a layer this mode does not sample
+            rows.append((f"{base}, --temperature {t}", "sample-layer", k, t))
+    return rows + [("ancestral: every layer and the pixels sampled", "ancestral", None, "1")]
 
 
 def main() -> None:
@@ -45,8 +51,8 @@ def main() -> None:
     p.add_argument("run", type=Path)
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--classifier", type=Path, default=_report.DEFAULT_OUT / "mnist_cnn.pt")
-    p.add_argument("--temperatures", type=float, nargs="*", default=[],
-                   help="also every sample-layer row at these temperatures (draw --temperature)")
+    p.add_argument("--temperatures", nargs="*", default=[], metavar="T|K:T[,K:T]",
+                   help="also every sample-layer row at these temperatures (draw --temperature's syntax)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=_report.DEFAULT_OUT)
@@ -59,7 +65,8 @@ def main() -> None:
     classes = class_grid(net.num_classes, args.per_class)
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, mode, layer, t in modes(net.num_layers, args.temperatures):
+    for name, mode, layer, text in modes(net.num_layers, args.temperatures):
+        t = temperature_setting(text)
         q = sample_quality(net, x_test, y_test, mode, per_class=args.per_class, seed=args.seed, layer=layer,
                            temperature=t)
         images = generate(net, classes, mode, layer=layer, seed=args.seed, temperature=t)   # those judged
@@ -69,7 +76,8 @@ def main() -> None:
         shown = class_grid(net.num_classes, 10)
         pics = generate(net, shown, mode, layer=layer, seed=args.seed, temperature=t)
         pred, prob = predict(net, pics)
-        tag = (mode if layer is None else f"{mode}-K{layer}") + ("" if t == 1.0 else f"-T{t:g}")
+        tag = (mode if layer is None else f"{mode}-K{layer}") + ("" if text == "1" else
+                                                               "-T" + text.replace(":", "_").replace(",", "-"))
         plot_sample_grid(pics, shown, pred, prob, args.out / f"writing_styles_{run.path.name}_{tag}.png",
                          title=f"{run.path.name}: {name}")
     judge = (f"the independent plain CNN (MNIST test accuracy {accuracy:.4f})" if classifier

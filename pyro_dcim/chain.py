@@ -12,7 +12,7 @@ States are in the unit encoding (``net.units.state(bits)``); bits are float 0/1.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Mapping, Optional, Union
 
 import torch
 
@@ -127,21 +127,27 @@ class Chain:
 
     @torch.no_grad()
     def sample(self, start: torch.Tensor, particles: int = 1, generator: Optional[torch.Generator] = None,
-               upto: Optional[int] = None, temperature: float = 1.0) -> dict[int, torch.Tensor]:
+               upto: Optional[int] = None, temperature: Union[float, Mapping[int, float]] = 1.0
+               ) -> dict[int, torch.Tensor]:
         """Ancestral draws of the hidden layers given the start state: ``{k: bits (particles, batch, m_k)}``,
         flat float 0/1 (the layout :class:`~pyro_dcim.inference.energy.ChainEnergy` scores).
 
         The one ancestral sampler of the chains: generation, simulation, AIS's start, the Gibbs
         kernel's initial state and the objectives' particles all draw through it.  ``upto``: stop
         after drawing that layer (default: the last hidden layer from the start).  ``temperature``:
-        draw every layer from ``sigmoid(a / T)`` instead of ``sigmoid(a)`` (generation only: ``T > 1``
-        flattens the conditionals, ``T < 1`` sharpens them; 1 is the model)."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        draw every layer, or the layers a ``{k: T}`` mapping names, from ``sigmoid(a / T)`` instead of
+        ``sigmoid(a)`` (generation only: ``T > 1`` flattens the conditionals, ``T < 1`` sharpens them;
+        1 is the model)."""
+        temperatures = temperature if isinstance(temperature, Mapping) else dict.fromkeys(self.order, temperature)
+        for k, t in temperatures.items():
+            if k not in self.order:
+                raise ValueError(f"temperature for layer {k}, which is not a hidden layer 1..{len(self.order)}")
+            if not t > 0:
+                raise ValueError(f"temperature must be > 0, got {t} for layer {k}")
         parent, out = start, {}
         for k in self.order:
-            logits = self.logits(k, parent)
-            p = torch.sigmoid(logits if temperature == 1.0 else logits / temperature)
+            logits, t = self.logits(k, parent), temperatures.get(k, 1.0)
+            p = torch.sigmoid(logits if t == 1.0 else logits / t)
             p = p.expand(particles, *p.shape[-1 - len(self.net.shapes[k]):])
             bits = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype).lt_(p).to(p.dtype)
             parent = self.units.state(bits)

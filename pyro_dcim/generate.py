@@ -14,7 +14,7 @@ The first two return ``p(x^0 = 1)``, images with values in [0, 1].
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional, Union
 
 import torch
 
@@ -26,6 +26,8 @@ __all__ = ["MODES", "generate", "class_grid", "images_per_class", "predict", "cl
            "mean_pairwise_distance"]
 
 MODES = ("mean", "sample-layer", "ancestral")
+#: one temperature for every sampled layer, or ``{layer: T}``
+Temperature = Union[float, Mapping[int, float]]
 
 
 def images_per_class(mode: str, per_class: int) -> int:
@@ -39,7 +41,7 @@ def class_grid(num_classes: int, per_class: int, device: torch.device | str = "c
 
 
 def _sample_down_to(net: DCIM, classes: torch.Tensor, layer: int, generator: Optional[torch.Generator],
-                    temperature: float = 1.0) -> torch.Tensor:
+                    temperature: Temperature = 1.0) -> torch.Tensor:
     """Sample ``x^{n-1}, …, x^{layer}`` ancestrally from the class (eq. 17); the state of ``x^{layer}``."""
     chain = Chain(net, "reverse")
     bits = chain.sample(chain.start_state(None, classes), 1, generator, upto=layer,
@@ -49,18 +51,19 @@ def _sample_down_to(net: DCIM, classes: torch.Tensor, layer: int, generator: Opt
 
 @torch.no_grad()
 def generate(net: DCIM, classes: torch.Tensor, mode: str = "mean", *, layer: Optional[int] = None,
-             seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+             seed: int = 0, temperature: Temperature = 1.0) -> torch.Tensor:
     """Images ``(len(classes), *net.input_shape)`` of the given classes (a tensor or a list of ints;
     see the module doc).
 
     ``layer``: the sampled layer of ``"sample-layer"`` mode (default ``n-1``, as in the paper).
     ``seed`` makes the sampling modes repeatable.  ``temperature``: ``"sample-layer"`` draws its sampled
     layers from ``sigmoid(a / T)`` (``T > 1``: more varied codes, at some cost in class consistency;
-    1, the default, is the model and the paper).
+    1, the default, is the model and the paper); ``{k: T}`` tempers only the layers it names, e.g.
+    ``{n-1: 1.2}`` the code drawn from the class (docs/generative_training.md, writing styles).
     """
     device = net.input_bias.device
     classes = as_labels(classes, device).to(device)
-    if temperature != 1.0 and mode != "sample-layer":
+    if temperature not in (1.0, {}) and mode != "sample-layer":
         raise ValueError(f"temperature applies to the sample-layer mode's sampled layers, not to {mode!r}")
     if mode == "mean":
         return torch.sigmoid(net.reverse_mean_field(classes).logits)

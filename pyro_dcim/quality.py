@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from .data import binarize
-from .generate import class_consistency, class_grid, generate, mean_pairwise_distance
+from .generate import Temperature, class_consistency, class_grid, generate, mean_pairwise_distance
 from .model import DCIM
 
 __all__ = ["SampleQuality", "sample_quality"]
@@ -33,7 +33,7 @@ class SampleQuality:
 
 def sample_quality(net: DCIM, real_images: torch.Tensor, real_labels: torch.Tensor, mode: str,
                    per_class: int = 100, seed: int = 0, layer: Optional[int] = None,
-                   temperature: float = 1.0) -> SampleQuality:
+                   temperature: Temperature = 1.0) -> SampleQuality:
     """``per_class`` images of every class generated in ``mode`` (:func:`pyro_dcim.generate.generate`):
     the fraction the forward model assigns to the intended class, and the mean within-class
     pairwise distance next to that of the real digits.
@@ -41,7 +41,8 @@ def sample_quality(net: DCIM, real_images: torch.Tensor, real_labels: torch.Tens
     Ancestral samples are binary, so their reference is the real digits binarised by one
     Bernoulli draw per pixel (pixel noise alone adds distance); the other modes return
     probabilities and are compared with the intensities.  ``layer``: the lowest sampled layer of
-    ``"sample-layer"`` mode (default ``n-1``); ``temperature``: of its sampled layers (default 1, the model).
+    ``"sample-layer"`` mode (default ``n-1``); ``temperature``: of its sampled layers, one or ``{k: T}``
+    (default 1, the model).
     """
     classes = class_grid(net.num_classes, per_class, net.input_bias.device)
     images = generate(net, classes, mode, layer=layer, seed=seed, temperature=temperature)

@@ -356,17 +356,21 @@ def test_semi_supervised_script_reports_cluster_accuracy_and_the_spread_over_see
 
 def test_writing_styles_script_measures_every_lowest_sampled_layer(tmp_path, tiny_runs):
     _script("writing_styles.py", str(tiny_runs[1]), "--per-class", "5", "--classifier", str(tmp_path / "none.pt"),
-            "--temperatures", "3", "--out", str(tmp_path), quick=False)
+            "--temperatures", "3", "1:2", "--out", str(tmp_path), quick=False)
     rows = _table_rows((tmp_path / "writing_styles.md").read_text())[1:]
     names = [r[0].split(",")[0].split(":")[0] for r in rows]
-    assert names == ["sample-layer", "sample-layer", "sample-layer --layer 1", "sample-layer --layer 1", "ancestral"]
-    assert [r[0].endswith("--temperature 3") for r in rows] == [False, True, False, True, False]
+    assert names == ["sample-layer", "sample-layer", "sample-layer --layer 1", "sample-layer --layer 1",
+                     "sample-layer --layer 1", "ancestral"]
+    # x^1 is sampled only with --layer 1: its temperature makes a row there alone
+    assert [r[0].rsplit(", ", 1)[-1] for r in rows if "temperature" in r[0]] == [
+        "--temperature 3", "--temperature 3", "--temperature 1:2"]
     for r in rows:
         assert 0 <= float(r[1]) <= 1 and r[2] == "nan" and float(r[3]) > 0
     # sampling x^1 as well as x^2 is a different generator from Fig. 3's mode; so is a flatter draw of x^2
-    assert rows[0][1:] != rows[2][1:] and rows[0][1:] != rows[1][1:]
+    assert rows[0][1:] != rows[2][1:] and rows[0][1:] != rows[1][1:] and rows[2][1:] != rows[4][1:]
     assert (tmp_path / f"writing_styles_{tiny_runs[1].name}_sample-layer-K1.png").read_bytes().startswith(PNG)
     assert (tmp_path / f"writing_styles_{tiny_runs[1].name}_sample-layer-K1-T3.png").read_bytes().startswith(PNG)
+    assert (tmp_path / f"writing_styles_{tiny_runs[1].name}_sample-layer-K1-T1_2.png").read_bytes().startswith(PNG)
 
 
 def test_is_bias_against_another_results_folder_checks_the_net_and_averages_the_differences(tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from ..classifier import classifier_consistency, load_classifier
 from ..generate import MODES, class_consistency, class_grid, generate, images_per_class, mean_pairwise_distance, predict
@@ -33,6 +33,17 @@ PROG = "python -m pyro_dcim.draw"
 MAX_PER_CLASS = 100
 
 
+def temperature_setting(text: str) -> Union[float, dict[int, float]]:
+    """``"1.2"`` (every sampled layer) or ``"2:1.2,1:0.9"`` (per layer), as :func:`generate` takes it."""
+    try:
+        if ":" not in text:
+            return float(text)
+        pairs = [item.split(":") for item in text.split(",")]
+        return {int(k): float(t) for k, t in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T or K:T[,K:T], got {text!r}") from None
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0],
                       epilog="class consistency: the fraction of generated images that the run's forward model "
@@ -45,8 +56,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    "(Fig. 2); sample-layer: sample x^{n-1} given the class, then mean field (Fig. 3); "
                    "ancestral: the reverse Pyro model, all layers sampled (default mean)")
     p.add_argument("--layer", type=int, default=None, help="sampled layer K in sample-layer mode (default n-1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sample-layer: draw the sampled layers from "
-                   "sigmoid(a / T); above 1 gives more varied digits at some cost in class consistency "
+    p.add_argument("--temperature", type=temperature_setting, default=1.0, metavar="T|K:T[,K:T]",
+                   help="sample-layer: draw the sampled layers from sigmoid(a / T), or only layer K (e.g. 2:1.2 "
+                   "tempers x^2 alone); above 1 gives more varied digits at some cost in class consistency "
                    "(default 1, the model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling modes (default 0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
