@@ -13,8 +13,9 @@ command it prints at the end).  Each run takes 5-15 min on one core of this mach
 from __future__ import annotations
 
 import argparse
-from _queue import run_queue
 from pathlib import Path
+
+from run_queue import run_queue
 
 #: common settings: the tied rows of generator_comparison.md
 COMMON = ["--dataset", "mnist", "--data-dir", "../shared/data/mnist", "--arch", "dense", "--binarize", "dynamic",

@@ -419,3 +419,15 @@ def test_m2_peer_trains_on_the_runs_labels_and_learns_from_them(tmp_path):
     saved = json.loads((tmp_path / "out" / "m2-run.json").read_text())
     assert saved["labels"] == 20 and 0 <= saved["test_acc"] <= 1 and saved["steps"] >= 1
     assert int(load_splits(TrainConfig(**cfg), torch.device("cpu")).labelled.sum()) == saved["labels"]
+
+
+def test_label_runs_names_every_run_and_the_learned_prior_twins():
+    sys.path.insert(0, str(ROOT / "analysis"))
+    from label_runs import runs_for
+
+    runs = runs_for([100], [0, 1], unsupervised=True, learned_prior=True)
+    assert sorted(runs) == sorted(["l100-s0", "disc-l100-s0", "unsupervised-s0", "unsupervised-prior-s0",
+                                   "l100-s1", "disc-l100-s1", "unsupervised-s1", "unsupervised-prior-s1"])
+    assert runs["unsupervised-prior-s1"][-2:] == ["--class-prior", "learned"]
+    assert "--class-prior" not in runs["unsupervised-s1"]
+    assert sorted(runs_for([], [2], unsupervised=True)) == ["unsupervised-s2"]
