@@ -60,6 +60,8 @@ def run_name(exp: str, cfg: TrainConfig, tag: str) -> str:
     name = f"{exp}-e{cfg.epochs}-lr{cfg.lr:g}-b{cfg.batch_size}-w{cfg.reverse_weight:g}-{cfg.lr_schedule}"
     if cfg.augment != "none":
         name += f"-{cfg.augment}"
+    if cfg.binarize != "none":
+        name += f"-{cfg.binarize}"
     if cfg.reverse_reduction != "mean":
         name += f"-{cfg.reverse_reduction}"
     if cfg.sample_layer is not None:
@@ -79,6 +81,8 @@ def command_line(exp: str, cfg: TrainConfig, args: argparse.Namespace) -> str:
         parts.append(f"--reverse-reduction {cfg.reverse_reduction}")
     if cfg.sample_layer is not None:
         parts.append(f"--sample-layer {cfg.sample_layer}")
+    if cfg.binarize != "none":
+        parts.append(f"--binarize {cfg.binarize}")
     if args.tag:
         parts.append(f"--tag {args.tag}")
     return " ".join(parts)
@@ -104,7 +108,7 @@ def generation_stats(net, test_x: torch.Tensor, test_y: torch.Tensor, seed: int)
 def run_experiment(exp: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = dict(EXPERIMENTS[exp])
     for key in ("epochs", "lr", "batch_size", "reverse_weight", "reverse_reduction", "sample_layer", "lr_schedule",
-                "augment", "init", "seed", "threads"):
+                "augment", "binarize", "init", "seed", "threads"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     cfg = TrainConfig(dataset="mnist", data_dir=args.data_dir, device=args.device, **settings)
@@ -142,6 +146,8 @@ def row_key(record: dict[str, Any]) -> str:
     augment = record["config"].get("augment", "none")
     if augment != "none":
         key += f" + {augment}"
+    if record["config"].get("binarize", "none") != "none":
+        key += f" + {record['config']['binarize']}-binarised"
     if record["config"].get("sample_layer") is not None:
         key += f" + x^{record['config']['sample_layer']} sampled"
     return key
@@ -238,6 +244,9 @@ def main() -> int:
     p.add_argument("--sample-layer", type=int, help="the layer sampled by (22) (default n-1)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"])
     p.add_argument("--augment", choices=["none", "shift"], help="default none, as the paper (no regulariser)")
+    p.add_argument("--binarize", choices=["none", "threshold", "dynamic"],
+                   help="the digits as the net sees them (default none: intensities as soft targets, as the paper "
+                        "states nothing else; threshold: > 0.5, binary targets with no entropy floor)")
     p.add_argument("--init", choices=list(INIT_SCHEMES),
                    help="initial weights (default: torch for dense, data for the CNN)")
     p.add_argument("--seed", type=int)

@@ -431,3 +431,56 @@ def test_label_runs_names_every_run_and_the_learned_prior_twins():
     assert runs["unsupervised-prior-s1"][-2:] == ["--class-prior", "learned"]
     assert "--class-prior" not in runs["unsupervised-s1"]
     assert sorted(runs_for([], [2], unsupervised=True)) == ["unsupervised-s2"]
+
+
+def test_sampled_layer_loss_script_measures_each_reading_of_the_reverse_loss(tmp_path, tiny_runs):
+    import torch.nn.functional as F
+
+    from pyro_dcim.training.checkpoint import load_model
+
+    _script("sampled_layer_loss.py", str(tiny_runs[2]), "--images", "400", "--draws", "8", "--out", str(tmp_path),
+            quick=False)
+    records = json.loads((tmp_path / "sampled_layer_loss.json").read_text())
+    assert [r["split"] for r in records] == ["validation", "training"]
+    val = records[0]
+    net = load_model(tiny_runs[2]).eval()
+    x, y = load_dataset("mnist-subset", "train")
+    xv = x[-400:]
+    with torch.no_grad():
+        k = net.num_layers - 1
+        a = net.forward_mean_field(xv).preactivations[k - 1]
+        mf = F.binary_cross_entropy_with_logits(net.reverse_mean_field(net.units.mean(a), layer=k).logits, xv)
+        # the objective's own reverse term, as fit reports it, over many draws of the code
+        gen = torch.Generator().manual_seed(1)
+        objective = sum(float(sampled_layer_loss(net, xv, y[-400:], generator=gen).reverse_nll_per_pixel)
+                        for _ in range(20)) / 20
+    assert val["loss"]["mean field"]["grey"] == pytest.approx(float(mf), rel=1e-5)
+    assert val["loss"]["sampled"]["grey"] == pytest.approx(objective, rel=0.01)
+    assert val["loss"]["mean field"]["grey"] != val["loss"]["sampled"]["grey"]
+    grey = xv.double()
+    assert val["entropy"]["thresholded"] == 0.0
+    assert val["entropy"]["grey"] == pytest.approx(float(F.binary_cross_entropy(grey, grey)), rel=1e-6)
+    assert all(val["loss"][code]["grey"] > val["entropy"]["grey"] for code in val["loss"])
+    rows = _table_rows((tmp_path / "sampled_layer_loss.md").read_text())
+    assert len(rows) == 5 and rows[1][3:5] == ["validation", "grey"]
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / "sampled_layer_loss.py"), str(tiny_runs[1]),
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "not sampled-layer" in done.stderr
+
+
+def test_reproduce_paper_keeps_binarised_runs_out_of_the_paper_rows(monkeypatch):
+    import argparse
+
+    monkeypatch.syspath_prepend(str(ROOT / "analysis"))
+    import reproduce_paper as rp
+
+    from pyro_dcim.training import TrainConfig
+
+    cfg = TrainConfig(**rp.EXPERIMENTS["cnn-sampled-layer"], binarize="threshold")
+    args = argparse.Namespace(data_dir="d", device="cpu", tag="")
+    assert rp.run_name("cnn-sampled-layer", cfg, "").endswith("-threshold-data")
+    assert "--binarize threshold" in rp.command_line("cnn-sampled-layer", cfg, args)
+    grey = {"experiment": "cnn-sampled-layer", "config": {"binarize": "none"}, "summary": {"val_acc": 0.98}}
+    binary = {"experiment": "cnn-sampled-layer", "config": {"binarize": "threshold"}, "summary": {"val_acc": 0.99}}
+    best = rp.best_runs([grey, binary])
+    assert best["cnn-sampled-layer"] is grey and best["cnn-sampled-layer + threshold-binarised"] is binary
