@@ -39,7 +39,7 @@ CODES = ("sampled", "mean field", "most likely")
 def entropy_per_pixel(t: torch.Tensor) -> float:
     """Mean binary entropy of targets ``t`` in [0, 1], nats per pixel: the least any model can score."""
     t = t.double()
-    return float(-(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t)).mean())
+    return float(-(torch.special.xlogy(t, t) + torch.special.xlogy(1 - t, 1 - t)).mean()) + 0.0  # never -0.0
 
 
 def class_mean_floor(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
