@@ -249,3 +249,11 @@ def test_generator_comparison_script_end_to_end(tmp_path, single_thread):  # noq
     assert (tmp_path / "out" / "generator_comparison_rws_sample-layer.png").is_file()
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)   # the record is reused
     assert again.returncode == 0 and "evaluating" not in again.stdout
+    # --images 0 --marginal-images 0: no AIS (the paper's CNN on a CPU), the columns a dash, the text says so
+    no_ais = [*cmd[:4], "--images", "0", "--marginal-images", "0", *cmd[8:-1], str(tmp_path / "no-ais")]
+    done = subprocess.run(no_ais, cwd=root, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    row = json.loads((tmp_path / "no-ais" / "runs" / "generator-rws.json").read_text())["comparison"]
+    assert row["ais_nll_cond"] is None and row["ais_nll_marg"] is None and 0 <= row["ancestral_own"] <= 1
+    table = (tmp_path / "no-ais" / "generator_comparison.md").read_text()
+    assert "AIS: not run" in table and "| – | – | – | – |" in table
