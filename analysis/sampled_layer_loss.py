@@ -11,6 +11,7 @@ these are measured side by side, for each run given:
   was trained on them: grey for ``--binarize none`` and ``dynamic``, thresholded for ``threshold``);
 - the **floor** of each target convention: its per-pixel entropy, which no reconstruction can beat (0 for
   binary targets; grey MNIST has 0.0586 nats per pixel), and the (21) floor of the class means;
+- the code's own noise: ``H(x^k | x^0)`` in bits per digit, summed over its units;
 - the split: validation (the last 10,000 training digits, as ``fit``), and the first 10,000 training digits.
 
     python analysis/sampled_layer_loss.py runs/paper/cnn-sampled-layer-e15-... [RUN ...] --out out/sampled-layer-loss
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -51,15 +53,18 @@ def class_mean_floor(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tens
 
 @torch.no_grad()
 def reverse_losses(net, x: torch.Tensor, layer: int | None, targets: dict[str, torch.Tensor], draws: int,
-                   seed: int, batch: int = 500) -> dict[str, dict[str, float]]:
-    """BCE per pixel of ``targets`` under the reverse pass from each kind of code of layer ``k`` (given ``x``)."""
+                   seed: int, batch: int = 500) -> tuple[dict[str, dict[str, float]], float]:
+    """BCE per pixel of ``targets`` under the reverse pass from each kind of code of layer ``k`` (given ``x``),
+    and the code's entropy ``H(x^k | x^0)`` in bits per digit (how much the sampled code is noise)."""
     k = sampled_layer(net, layer)
     gen = torch.Generator().manual_seed(seed)
     sums = {code: {name: 0.0 for name in targets} for code in CODES}
+    code_bits = 0.0
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         a = net.forward_mean_field(xb, upto=k).preactivations[k - 1]
         probs = torch.sigmoid(net.units.bit_logits(a))
+        code_bits += entropy_per_pixel(probs) * probs[0].numel() * len(probs) / math.log(2)
         codes = {"mean field": [net.units.mean(a)], "most likely": [net.units.state((probs > 0.5).to(probs.dtype))],
                  "sampled": [net.units.state(torch.rand(probs.shape, generator=gen).lt_(probs).to(probs.dtype))
                              for _ in range(draws)]}
@@ -70,7 +75,8 @@ def reverse_losses(net, x: torch.Tensor, layer: int | None, targets: dict[str, t
                     bce = F.binary_cross_entropy_with_logits(logits, t[i:i + batch], reduction="sum")
                     sums[code][name] += float(bce) / len(states)
     pixels = x[0].numel() * len(x)
-    return {code: {name: s / pixels for name, s in by.items()} for code, by in sums.items()}
+    loss = {code: {name: s / pixels for name, s in by.items()} for code, by in sums.items()}
+    return loss, code_bits / len(x)
 
 
 def main() -> None:
@@ -97,10 +103,12 @@ def main() -> None:
         for split, sl in (("validation", slice(len(x) - args.images, None)), ("training", slice(0, args.images))):
             xs, ys = x[sl], y[sl]
             targets = {"grey": xs, "thresholded": binarize(xs, "threshold")}
-            loss = reverse_losses(run.net, binarize(xs, seen), cfg.get("sample_layer"), targets, args.draws, args.seed)
+            loss, code_bits = reverse_losses(run.net, binarize(xs, seen), cfg.get("sample_layer"), targets,
+                                             args.draws, args.seed)
             train_x, train_y = x[:len(x) - args.images], y[:len(x) - args.images]  # never the validation digits
             record = {"run": Path(path).name, "binarize": cfg.get("binarize", "none"), "split": split,
                       "sample_layer": sampled_layer(run.net, cfg.get("sample_layer")), "loss": loss,
+                      "code_entropy_bits": code_bits,
                       "entropy": {n: entropy_per_pixel(t) for n, t in targets.items()},
                       "class_mean_floor": {n: class_mean_floor(train_x if n == "grey" else
                                                                binarize(train_x, "threshold"), train_y, t, ys)
@@ -109,12 +117,13 @@ def main() -> None:
             for name in targets:
                 rows.append([record["run"], record["binarize"], record["sample_layer"], split, name,
                              *(loss[c][name] for c in CODES), record["entropy"][name],
-                             record["class_mean_floor"][name]])
+                             record["class_mean_floor"][name], code_bits])
             print("  ".join(_report.fmt(v, 4) for v in rows[-2]))
             print("  ".join(_report.fmt(v, 4) for v in rows[-1]))
         print(f"{path}: {time.perf_counter() - start:.0f} s")
     header = ["run", "trained on", "k", "split", "targets", "sampled code", "mean-field code", "most-likely code",
-              "target entropy (floor)", "class-mean floor (21)"]
+              "target entropy (floor)", "class-mean floor (21)",
+              "code entropy (bits / digit)"]
     text = (f"Reverse loss of (22), binary cross-entropy per pixel, under each reading. Command: "
             f"{_report.command_line()}. Sampled code: mean over {args.draws} draws per digit (seed {args.seed}); "
             f"{args.images} digits per split; validation = the last {args.images} training digits.")

@@ -463,6 +463,9 @@ def test_sampled_layer_loss_script_measures_each_reading_of_the_reverse_loss(tmp
     assert all(val["loss"][code]["grey"] > val["entropy"]["grey"] for code in val["loss"])
     rows = _table_rows((tmp_path / "sampled_layer_loss.md").read_text())
     assert len(rows) == 5 and rows[1][3:5] == ["validation", "grey"]
+    probs = torch.sigmoid(net.units.bit_logits(a)).double()
+    bits = -(probs * probs.log2() + (1 - probs) * (1 - probs).log2()).sum(-1).mean()
+    assert val["code_entropy_bits"] == pytest.approx(float(bits), rel=1e-4) and 0 < bits <= probs.shape[-1]
     done = subprocess.run([sys.executable, str(ROOT / "analysis" / "sampled_layer_loss.py"), str(tiny_runs[1]),
                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "not sampled-layer" in done.stderr
