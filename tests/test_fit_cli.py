@@ -1,6 +1,7 @@
 """The command lines: errors exit 2 with one line, --config reruns, figures and sample grids."""
 
 import json
+import re
 import signal
 import subprocess
 
@@ -180,3 +181,44 @@ def test_each_choice_is_declared_once_and_drives_both_the_options_and_validation
         assert options[f.name].choices == list(f.metadata["choices"]), f.name
         with pytest.raises(ConfigError, match=f"{f.name} must be one of"):
             replace(TrainConfig(), **{f.name: "no-such-choice"}).validate()
+
+
+def test_fit_says_what_it_expects_after_its_first_steps_and_a_log_file_sees_it_at_once(tmp_path):
+    """A run whose epochs take long says its expected time after the first steps, before the first epoch line,
+    and the line reaches a redirected log file at once (line-buffered), not when the process exits."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "fit.log"
+    # a few lines in all: block-buffered, they would reach the file only at exit
+    argv = [sys.executable, "-m", "pyro_dcim.fit", *TINY, "--out", str(tmp_path / "run"), "--epochs", "3",
+            "--train-size", "2000"]
+    with log.open("w") as f:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # as a user's shell has it
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+        try:
+            deadline = time.time() + 240
+            while "expect about" not in log.read_text() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            seen_while_running = proc.poll() is None
+            text = log.read_text()
+        finally:
+            proc.wait(timeout=600)
+    # block-buffered, every line would arrive at once when the process ends, the last ("final: ...") with it
+    assert seen_while_running and "final:" not in text, "the expected time reached the log only at exit"
+    line = next(x for x in text.splitlines() if "expect about" in x)
+    per_step, steps = re.match(r"([\d.e-]+) s per step over the first (\d+):", line).groups()
+    assert float(per_step) > 0 and int(steps) == 5
+    full = log.read_text().splitlines()
+    assert full.index(line) < next(i for i, x in enumerate(full) if x.startswith("epoch"))
+
+
+def test_expected_time_reads_in_the_unit_that_fits():
+    from pyro_dcim.training.loop import expected_time
+
+    assert expected_time(25.0, 5, 125, 1).startswith("5 s per step over the first 5: expect about 10 min for "
+                                                     "the other 120 steps")
+    assert "about 2.8 h" in expected_time(50.0, 5, 1005, 3) and "3 epoch(s) left" in expected_time(50.0, 5, 1005, 3)
+    assert "about 40 s" in expected_time(5.0, 5, 45, 1)

@@ -13,6 +13,7 @@ loss; 130 / 143 stopped by SIGINT / SIGTERM after saving (the message says how t
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import Field, fields
 from pathlib import Path
 from typing import Optional, Sequence, Union, get_args, get_origin, get_type_hints
@@ -110,6 +111,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     cfg = None
+    if hasattr(sys.stdout, "reconfigure"):   # a log file gets each line when it is said, not 40 minutes later
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         cfg, resume, overwrite = config_from_args(args)
         train(cfg, resume=resume, overwrite=overwrite)

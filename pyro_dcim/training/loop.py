@@ -286,6 +286,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     n_train = len(order_of(0))  # images per epoch: the same in every epoch
     steps_per_epoch = math.ceil(n_train // s.world_size / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
+    steps_left = (cfg.epochs - state.epoch) * steps_per_epoch - state.step
+    timed, timed_from = 0, time.perf_counter()   # the expected time, said once after the first few steps
     net.train()
     # the data were checked once when loaded: the hot path skips the per-call value checks (each a
     # host sync on a GPU), as Pyro's own validation switch allows
@@ -301,6 +303,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                 if ramped:  # a pure function of the position, so a resumed run ramps on exactly as before
                     module.settings["reverse_weight"] = reverse_weight_at(cfg, state.epoch + state.step / len(batches))
                 step(model, s, state, tally, batches[state.step], lr)
+                timed += 1
+                if timed == min(TIMED_STEPS, steps_left) and s.is_main:
+                    log(expected_time(time.perf_counter() - timed_from, timed, steps_left, cfg.epochs - state.epoch))
                 if bar is not None:
                     bar.update(1)
                 if stop.received is not None:
@@ -366,6 +371,18 @@ def _write_failures_say_resume(s: Setup) -> Iterator[None]:
             raise
         raise _cannot_write(s, e, f"the last checkpoint is whole: make room, then resume with: "
                                   f"python -m pyro_dcim.fit --resume {s.run_dir}") from None
+
+
+TIMED_STEPS = 5
+
+
+def expected_time(seconds: float, steps: int, steps_left: int, epochs_left: int) -> str:
+    """The line a run prints once its first ``steps`` steps took ``seconds``: what the rest should take."""
+    per_step = seconds / steps
+    left = per_step * (steps_left - steps)
+    clock = f"{left / 3600:.1f} h" if left >= 5400 else f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+    return (f"{per_step:.3g} s per step over the first {steps}: expect about {clock} for the other "
+            f"{steps_left - steps} steps, plus a validation pass after each of the {epochs_left} epoch(s) left")
 
 
 def _progress(total: int, initial: int, desc: str, is_main: bool):
