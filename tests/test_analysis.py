@@ -471,7 +471,7 @@ def test_sampled_layer_loss_script_measures_each_reading_of_the_reverse_loss(tmp
     assert done.returncode != 0 and "not sampled-layer" in done.stderr
 
 
-def test_reproduce_paper_keeps_binarised_runs_out_of_the_paper_rows(monkeypatch):
+def test_reproduce_paper_keeps_binarised_runs_out_of_the_paper_rows(monkeypatch, tmp_path):
     import argparse
 
     monkeypatch.syspath_prepend(str(ROOT / "analysis"))
@@ -487,3 +487,8 @@ def test_reproduce_paper_keeps_binarised_runs_out_of_the_paper_rows(monkeypatch)
     binary = {"experiment": "cnn-sampled-layer", "config": {"binarize": "threshold"}, "summary": {"val_acc": 0.99}}
     best = rp.best_runs([grey, binary])
     assert best["cnn-sampled-layer"] is grey and best["cnn-sampled-layer + threshold-binarised"] is binary
+    # analysis/results/runs also holds other scripts' records: --table-only reads only this script's
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a.json").write_text(json.dumps(grey))
+    (tmp_path / "runs" / "generator-x.json").write_text(json.dumps({"comparison": {}}))
+    assert rp.paper_records(tmp_path) == [grey]
